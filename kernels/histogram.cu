@@ -1,0 +1,307 @@
+// Host dispatch of histogram collection: check arguments -> size -> check workspace -> launch ->
+// check.
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+
+#include "common.cuh"
+#include "histogram.cuh"
+#include "histogram_detail.cuh"
+#include "klcal/histogram.hpp"
+#include "policy.cuh"
+
+namespace klcal {
+namespace detail {
+namespace {
+
+// The kernels need no scratch; a non-zero size keeps the size query (d_temp == nullptr) and the
+// run distinguishable, as in CUB, and leaves room to add scratch later without an API change.
+constexpr std::size_t hist_temp_bytes = 16;
+
+constexpr std::int64_t ceil_div(std::int64_t a, std::int64_t b) {
+  return (a + b - 1) / b;
+}
+
+bool valid_dtype(dtype t) {
+  return t == dtype::f32 || t == dtype::f16 || t == dtype::bf16;
+}
+
+/// Device properties the launch shapes depend on (cheap: the runtime caches attributes).
+struct device_shape {
+  int sms = 1;
+  int smem_optin = hist_default_smem_bytes;
+};
+
+status query_device(device_shape& d) {
+  int dev = 0;
+  KLCAL_TRY(cudaGetDevice(&dev));
+  KLCAL_TRY(cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, dev));
+  int optin = 0;
+  if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) == cudaSuccess &&
+      optin > 0)
+    d.smem_optin = optin;
+  else
+    (void)cudaGetLastError();
+  return {};
+}
+
+bin_params make_bin_params(const histogram_spec& s) {
+  // numerics.md 1.2 rule 3: the width is rounded to fp32, then the quotient.
+  const float width = s.hi - s.lo;
+  return bin_params{s.lo, static_cast<float>(s.bins) / width, static_cast<float>(s.bins - 1),
+                    s.kind == layout::abs};
+}
+
+/// Checks one histogram's arguments (numerics.md 6) in the order both phases use.
+status check_task(const void* d_in, dtype t, std::int64_t n, const histogram_spec& spec,
+                  const std::uint64_t* d_counts) {
+  if (!valid_dtype(t)) return errc::invalid_dtype;
+  if (n < 0) return errc::invalid_count;
+  KLCAL_CHECK(validate(spec));
+  if (n > 0 && (d_in == nullptr || d_counts == nullptr)) return errc::null_pointer;
+  return {};
+}
+
+/// Number of blocks and contiguous elements per block for one tensor: enough blocks to fill
+/// the device (`target_blocks`), never fewer than a block per hist_max_elems_per_block, and no
+/// block with less than hist_min_elems_per_block unless the tensor is that small.
+void split(std::int64_t n, std::int64_t target_blocks, std::int64_t& blocks,
+           std::int64_t& elems_per_block) {
+  std::int64_t b = std::min(ceil_div(n, hist_min_elems_per_block), target_blocks);
+  b = std::max({b, ceil_div(n, hist_max_elems_per_block), std::int64_t{1}});
+  elems_per_block = ceil_div(n, b);
+  // Multiples of 16 elements keep every chunk's start 16-byte aligned when the tensor's is.
+  elems_per_block = ceil_div(elems_per_block, 16) * 16;
+  blocks = ceil_div(n, elems_per_block);
+}
+
+/// Shared sub-histogram copies of a task: as many as fit in hist target shared memory (48 KiB
+/// keeps several blocks per SM resident), at least one when the histogram fits in the opt-in
+/// limit at all, 0 (global atomics) otherwise.
+int copies_for(std::int32_t bins, const device_shape& d) {
+  const std::int64_t one = std::int64_t{bins} * 4;
+  if (one > d.smem_optin) return 0;
+  const std::int64_t fit = hist_default_smem_bytes / one;
+  return static_cast<int>(std::clamp<std::int64_t>(fit, 1, hist_max_sub_histograms));
+}
+
+/// Launches tasks[0 .. num) (num <= MaxTasks), all already validated, n > 0 each.
+template <int MaxTasks>
+status launch_tasks(const histogram_task* tasks, int num, std::int64_t target_blocks,
+                    const device_shape& d, cudaStream_t stream) {
+  hist_launch_params<MaxTasks> p{};
+  std::int64_t total_blocks = 0;
+  int smem = 0;
+  int k = 0;
+  for (int i = 0; i < num; ++i) {
+    const histogram_task& t = tasks[i];
+    if (t.n == 0) continue;
+    std::int64_t blocks = 0, epb = 0;
+    split(t.n, target_blocks, blocks, epb);
+    const int copies = copies_for(t.spec.bins, d);
+    const bin_params bp = make_bin_params(t.spec);
+    p.tasks[k] = hist_task_desc{t.d_in,
+                                reinterpret_cast<unsigned long long*>(t.d_counts),
+                                t.n,
+                                epb,
+                                bp.lo,
+                                bp.scale,
+                                t.spec.bins,
+                                static_cast<std::uint8_t>(t.type),
+                                static_cast<std::uint8_t>(bp.is_abs ? 1 : 0),
+                                static_cast<std::uint8_t>(copies),
+                                0};
+    p.block_begin[k] = static_cast<std::int32_t>(total_blocks);
+    total_blocks += blocks;
+    smem = std::max(smem, copies * t.spec.bins * 4);
+    ++k;
+  }
+  if (k == 0) return {};
+  if (total_blocks > 0x7fffffff) return errc::invalid_count;  // > 2^31 blocks: cannot happen
+  p.num_tasks = k;
+  p.block_begin[k] = static_cast<std::int32_t>(total_blocks);
+  // Give every task as many copies as the launch's shared memory allows (it is allocated for
+  // every block anyway).
+  for (int i = 0; i < k; ++i)
+    if (p.tasks[i].copies != 0)
+      p.tasks[i].copies = static_cast<std::uint8_t>(
+          std::min(hist_max_sub_histograms, smem / (p.tasks[i].bins * 4)));
+  if (smem > hist_default_smem_bytes)
+    KLCAL_TRY(cudaFuncSetAttribute(histogram_block_private_kernel<MaxTasks>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  histogram_block_private_kernel<MaxTasks>
+      <<<static_cast<unsigned>(total_blocks), hist_block_threads, smem, stream>>>(p);
+  KLCAL_TRY(cudaGetLastError());
+  return {};
+}
+
+}  // namespace
+
+status histogram_naive_accumulate(const void* d_in, dtype t, std::int64_t n,
+                                  const histogram_spec& spec, std::uint64_t* d_counts,
+                                  cudaStream_t stream) noexcept {
+  KLCAL_CHECK(check_task(d_in, t, n, spec, d_counts));
+  if (n == 0) return {};
+  device_shape d;
+  KLCAL_CHECK(query_device(d));
+  const bin_params b = make_bin_params(spec);
+  const unsigned grid = static_cast<unsigned>(
+      std::min<std::int64_t>(ceil_div(n, hist_block_threads), std::int64_t{d.sms} * 32));
+  auto* out = reinterpret_cast<unsigned long long*>(d_counts);
+  switch (t) {
+    case dtype::f32:
+      histogram_naive_kernel<dtype::f32><<<grid, hist_block_threads, 0, stream>>>(d_in, n, b, out);
+      break;
+    case dtype::f16:
+      histogram_naive_kernel<dtype::f16><<<grid, hist_block_threads, 0, stream>>>(d_in, n, b, out);
+      break;
+    case dtype::bf16:
+      histogram_naive_kernel<dtype::bf16><<<grid, hist_block_threads, 0, stream>>>(d_in, n, b, out);
+      break;
+  }
+  KLCAL_TRY(cudaGetLastError());
+  return {};
+}
+
+status add_counts(std::uint64_t* d_dst, const std::uint64_t* d_src, std::int64_t n,
+                  cudaStream_t stream) noexcept {
+  if (n < 0) return errc::invalid_count;
+  if (n == 0) return {};
+  if (d_dst == nullptr || d_src == nullptr) return errc::null_pointer;
+  const unsigned grid = static_cast<unsigned>(std::min<std::int64_t>(ceil_div(n, 256), 4096));
+  add_counts_kernel<<<grid, 256, 0, stream>>>(reinterpret_cast<unsigned long long*>(d_dst),
+                                              reinterpret_cast<const unsigned long long*>(d_src),
+                                              n);
+  KLCAL_TRY(cudaGetLastError());
+  return {};
+}
+
+status merge_stats(tensor_stats* d_dst, const tensor_stats* d_src, cudaStream_t stream) noexcept {
+  if (d_dst == nullptr || d_src == nullptr) return errc::null_pointer;
+  merge_stats_kernel<<<1, 1, 0, stream>>>(d_dst, d_src);
+  KLCAL_TRY(cudaGetLastError());
+  return {};
+}
+
+status init_stats(tensor_stats* d_stats, cudaStream_t stream) noexcept {
+  if (d_stats == nullptr) return errc::null_pointer;
+  init_stats_kernel<<<1, 1, 0, stream>>>(d_stats);
+  KLCAL_TRY(cudaGetLastError());
+  return {};
+}
+
+status apply_max_method(search_result* d_result, const tensor_stats* d_stats, std::int32_t qmax,
+                        cudaStream_t stream) noexcept {
+  if (d_result == nullptr || d_stats == nullptr) return errc::null_pointer;
+  if (qmax < 1) return errc::invalid_option;
+  apply_max_method_kernel<<<1, 1, 0, stream>>>(d_result, d_stats, qmax);
+  KLCAL_TRY(cudaGetLastError());
+  return {};
+}
+
+}  // namespace detail
+
+using namespace detail;  // NOLINT(google-build-using-namespace): file-local convenience
+
+status tensor_stats_accumulate(void* d_temp, std::size_t& temp_bytes, const void* d_in, dtype t,
+                               std::int64_t n, tensor_stats* d_stats,
+                               cudaStream_t stream) noexcept {
+  if (!valid_dtype(t)) return errc::invalid_dtype;
+  if (n < 0) return errc::invalid_count;
+  if (n > 0 && (d_in == nullptr || d_stats == nullptr)) return errc::null_pointer;
+  if (d_temp == nullptr) {
+    temp_bytes = hist_temp_bytes;
+    return {};
+  }
+  if (temp_bytes < hist_temp_bytes) return errc::workspace_too_small;
+  if (n == 0) return {};
+  device_shape d;
+  KLCAL_CHECK(query_device(d));
+  std::int64_t blocks = 0, epb = 0;
+  split(n, std::int64_t{d.sms} * hist_blocks_per_sm, blocks, epb);
+  const unsigned grid = static_cast<unsigned>(blocks);
+  switch (t) {
+    case dtype::f32:
+      tensor_stats_kernel<dtype::f32>
+          <<<grid, hist_block_threads, 0, stream>>>(d_in, n, epb, d_stats);
+      break;
+    case dtype::f16:
+      tensor_stats_kernel<dtype::f16>
+          <<<grid, hist_block_threads, 0, stream>>>(d_in, n, epb, d_stats);
+      break;
+    case dtype::bf16:
+      tensor_stats_kernel<dtype::bf16>
+          <<<grid, hist_block_threads, 0, stream>>>(d_in, n, epb, d_stats);
+      break;
+  }
+  KLCAL_TRY(cudaGetLastError());
+  return {};
+}
+
+status histogram_accumulate(void* d_temp, std::size_t& temp_bytes, const void* d_in, dtype t,
+                            std::int64_t n, const histogram_spec& spec, std::uint64_t* d_counts,
+                            cudaStream_t stream) noexcept {
+  KLCAL_CHECK(check_task(d_in, t, n, spec, d_counts));
+  if (d_temp == nullptr) {
+    temp_bytes = hist_temp_bytes;
+    return {};
+  }
+  if (temp_bytes < hist_temp_bytes) return errc::workspace_too_small;
+  if (n == 0) return {};
+  device_shape d;
+  KLCAL_CHECK(query_device(d));
+  histogram_task task;
+  task.d_in = d_in;
+  task.n = n;
+  task.type = t;
+  task.spec = spec;
+  task.d_counts = d_counts;
+  return launch_tasks<1>(&task, 1, std::int64_t{d.sms} * hist_blocks_per_sm, d, stream);
+}
+
+status histogram_accumulate_batched(void* d_temp, std::size_t& temp_bytes,
+                                    const histogram_task* h_tasks, std::int32_t num_tasks,
+                                    cudaStream_t stream) noexcept {
+  if (num_tasks < 0) return errc::invalid_count;
+  if (num_tasks > 0 && h_tasks == nullptr) return errc::null_pointer;
+  for (std::int32_t i = 0; i < num_tasks; ++i) {
+    const histogram_task& t = h_tasks[i];
+    KLCAL_CHECK(check_task(t.d_in, t.type, t.n, t.spec, t.d_counts));
+  }
+  if (d_temp == nullptr) {
+    temp_bytes = hist_temp_bytes;
+    return {};
+  }
+  if (temp_bytes < hist_temp_bytes) return errc::workspace_too_small;
+  if (num_tasks == 0) return {};
+  device_shape d;
+  KLCAL_CHECK(query_device(d));
+  // Each task gets up to a device's worth of blocks; small tasks get one block per
+  // hist_min_elems_per_block, so a batch of small tensors is one launch of many blocks.
+  const std::int64_t target = std::int64_t{d.sms} * hist_blocks_per_sm;
+  for (std::int32_t first = 0; first < num_tasks; first += hist_batch_tasks_per_launch) {
+    const int num = std::min(hist_batch_tasks_per_launch, num_tasks - first);
+    KLCAL_CHECK(launch_tasks<hist_batch_tasks_per_launch>(h_tasks + first, num, target, d, stream));
+  }
+  return {};
+}
+
+status histogram_fold_pow2(std::uint64_t* d_counts, std::int32_t bins, std::int32_t doublings,
+                           cudaStream_t stream) noexcept {
+  if (bins < 2) return errc::too_few_bins;
+  if (bins > max_bins) return errc::too_many_bins;
+  if ((bins & (bins - 1)) != 0) return errc::bins_not_power_of_two;
+  if (doublings < 0) return errc::invalid_count;
+  if (d_counts == nullptr) return errc::null_pointer;
+  if (doublings == 0) return {};
+  int log2 = 0;
+  while ((1 << log2) < bins) ++log2;
+  // Past log2(bins) doublings everything is in bin 0 already; more change nothing.
+  const int d = std::min(doublings, log2);
+  histogram_fold_pow2_kernel<<<1, fold_block_threads, 0, stream>>>(
+      reinterpret_cast<unsigned long long*>(d_counts), bins, d);
+  KLCAL_TRY(cudaGetLastError());
+  return {};
+}
+
+}  // namespace klcal

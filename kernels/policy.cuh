@@ -1,0 +1,47 @@
+// Tuning constants of the CUDA kernels, in one place (DESIGN.md: "tuning constants live in one
+// policy header").
+#pragma once
+
+#include <cstdint>
+
+namespace klcal::detail {
+
+// ---- histogram collection (kernels/histogram*.cu) ------------------------------------------
+
+/// Threads per block of the histogram and statistics kernels.
+inline constexpr int hist_block_threads = 256;
+
+/// Below this many elements per block a block is not worth its zero + flush of the shared
+/// histogram, so small tensors get fewer blocks.
+inline constexpr std::int64_t hist_min_elems_per_block = 32 * 1024;
+
+/// A block never processes more than this many elements before flushing its 32-bit shared
+/// counters (docs/numerics.md 1.2 rule 6 requires < 2^32 per counter; 2^31 keeps a margin).
+inline constexpr std::int64_t hist_max_elems_per_block = std::int64_t{1} << 31;
+
+/// Resident blocks per SM the single-tensor grid aims for (the grid is a multiple of the SM
+/// count so that every SM streams its share of the tensor).
+inline constexpr int hist_blocks_per_sm = 4;
+
+/// Contention answer, part 1: each block keeps up to this many copies ("sub-histograms") of its
+/// shared histogram; warp w updates copy w % copies, so warps of one block never collide on a
+/// hot bin. Fewer copies are used when bins * copies * 4 bytes does not fit in shared memory.
+inline constexpr int hist_max_sub_histograms = 4;
+
+/// Contention answer, part 2: every thread caches its current bin and a run length in
+/// registers and issues one atomic per run instead of one per element, so "all values in one
+/// bin" (and long runs of the ReLU zero spike) cost one atomic per thread, not per element.
+inline constexpr bool hist_register_run_cache = true;
+
+/// Shared memory a block may use when the device does not report its opt-in limit.
+inline constexpr int hist_default_smem_bytes = 48 * 1024;
+
+/// Tasks packed into the kernel parameters of one batched launch (each task descriptor is 48
+/// bytes; CUDA 12.1+ on sm_70+ accepts up to 32764 bytes of parameters). More tasks take
+/// ceil(num_tasks / hist_batch_tasks_per_launch) launches.
+inline constexpr int hist_batch_tasks_per_launch = 256;
+
+/// Threads of the (single-block, in-place) pairwise fold kernel.
+inline constexpr int fold_block_threads = 1024;
+
+}  // namespace klcal::detail
