@@ -99,6 +99,14 @@ __device__ __forceinline__ void for_each_in_block(const unsigned char* p, std::i
 
 // ---- binning (docs/numerics.md 1.2; the one place of the GPU bin formula) -------------------
 
+/// NaN and Inf tests on the bit pattern: an all-ones exponent (one integer compare each).
+__device__ __forceinline__ bool is_finite_bits(float x) {
+  return (__float_as_uint(x) & 0x7f800000u) != 0x7f800000u;
+}
+__device__ __forceinline__ bool is_nan_bits(float x) {
+  return (__float_as_uint(x) & 0x7fffffffu) > 0x7f800000u;
+}
+
 /// Per-histogram binning constants, computed once on the host.
 struct bin_params {
   float lo;     ///< lower edge (0 for abs)
@@ -110,7 +118,7 @@ struct bin_params {
 /// Bin of x, or -1 for NaN/Inf (never binned). Products and differences are rounded to fp32
 /// separately (no FMA); the clamp happens on the float so huge quotients never overflow an int.
 __device__ __forceinline__ int bin_of(float x, const bin_params& b) {
-  if (!isfinite(x)) return -1;
+  if (!is_finite_bits(x)) return -1;
   const float q = b.is_abs ? __fmul_rn(fabsf(x), b.scale) : __fmul_rn(__fsub_rn(x, b.lo), b.scale);
   // fmaxf also maps a NaN quotient (only possible for an infinite scale) to bin 0.
   const float k = fminf(fmaxf(floorf(q), 0.0f), b.last);
@@ -278,9 +286,9 @@ struct stats_acc {
   }
 
   __device__ __forceinline__ void add(float x) {
-    if (isnan(x)) {
+    if (is_nan_bits(x)) {
       ++nan;
-    } else if (isinf(x)) {
+    } else if (!is_finite_bits(x)) {
       ++inf;
     } else {
       ++finite;
