@@ -1,0 +1,520 @@
+// CPU backend threshold search: prefix-sum entropy forms (tensorrt, mxnet), mse, percentile, max.
+//
+// tensorrt uses the O(levels)-per-candidate form of docs/numerics.md 2.1. mxnet uses the same
+// idea: per-level sums come from prefix sums, and the smoothed sum of P' ln P' over the window
+// interior comes from prefix sums of c ln c, ln c and c^-n through the series
+//   (P - e) ln(P - e) = P ln P - e ln P - e + sum_{n>=1} e^(n+1) / (n (n+1) P^n)
+// (all terms of the tail are positive; with P >= 1 and e <= policy::mxnet_series_max_shift four
+// of them leave a relative error below 4e-14), falling back to bin-by-bin sums over the
+// non-empty bins for windows so sparse that e is larger. All arithmetic is fp64; sums that carry
+// the large cancelling terms use compensated (double-double) accumulation.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <new>
+#include <thread>
+#include <vector>
+
+#include "cpu_policy.hpp"
+#include "klcal/cpu.hpp"
+
+namespace klcal::cpu {
+namespace {
+
+constexpr double inf = std::numeric_limits<double>::infinity();
+
+/// Neumaier-compensated sum: keeps the cancelling c ln c sums accurate to a few ulps of the
+/// largest partial sum, whatever the bin count.
+struct comp_sum {
+  double s = 0.0, c = 0.0;
+  void add(double x) noexcept {
+    const double t = s + x;
+    c += std::fabs(s) >= std::fabs(x) ? (s - t) + x : (x - t) + s;
+    s = t;
+  }
+  double value() const noexcept { return s + c; }
+};
+
+/// Prefix sums over counts: S exact in uint64, N integer, H = sum c ln c as (hi, lo) pairs.
+struct prefix {
+  std::vector<std::uint64_t> S;
+  std::vector<std::int32_t> N;
+  std::vector<double> Hhi, Hlo;
+
+  void build(const std::uint64_t* c, std::int32_t B) {
+    S.assign(std::size_t(B) + 1, 0);
+    N.assign(std::size_t(B) + 1, 0);
+    Hhi.assign(std::size_t(B) + 1, 0.0);
+    Hlo.assign(std::size_t(B) + 1, 0.0);
+    comp_sum h;
+    for (std::int32_t j = 0; j < B; ++j) {
+      const std::uint64_t v = c[j];
+      S[std::size_t(j) + 1] = S[std::size_t(j)] + v;
+      N[std::size_t(j) + 1] = N[std::size_t(j)] + (v > 0 ? 1 : 0);
+      if (v > 1) h.add(double(v) * std::log(double(v)));
+      Hhi[std::size_t(j) + 1] = h.s;
+      Hlo[std::size_t(j) + 1] = h.c;
+    }
+  }
+  /// sum_{a <= j < b} c ln c.
+  double H(std::int32_t a, std::int32_t b) const noexcept {
+    return (Hhi[std::size_t(b)] - Hhi[std::size_t(a)]) +
+           (Hlo[std::size_t(b)] - Hlo[std::size_t(a)]);
+  }
+};
+
+/// x ln x for a count (0 ln 0 = 0).
+double xlnx(double x) noexcept {
+  return x > 0.0 ? x * std::log(x) : 0.0;
+}
+
+// ---- tensorrt entropy (numerics.md 2, 2.1) -------------------------------------------------
+
+struct trt_state {
+  std::vector<std::uint64_t> c;  ///< counts after the zero-bin rule
+  prefix pf;
+  std::int32_t B = 0, start = 0, stride = 1;
+  std::int64_t L = 0;
+  int log2L = 0;  ///< L is a power of two: level boundaries are shifts
+
+  void prepare(const std::uint64_t* counts, std::int32_t bins, const search_options& o) {
+    B = bins;
+    c.assign(counts, counts + bins);
+    if (o.zero_bin == zero_bin_policy::copy_next) c[0] = c[1];
+    pf.build(c.data(), B);
+    start = o.start_bin;
+    stride = o.stride;
+    log2L = o.is_unsigned ? o.bits : o.bits - 1;
+    L = std::int64_t{1} << log2L;
+  }
+
+  double kl(std::int32_t i) const noexcept {
+    const std::uint64_t T = pf.S[std::size_t(B)];
+    const std::uint64_t Si = pf.S[std::size_t(i)];
+    if (T == 0 || Si == 0) return inf;
+    const std::uint64_t t = T - Si;
+    const std::uint64_t last = c[std::size_t(i) - 1];
+    if (last == 0 && t > 0) return inf;
+    const double P = double(last + t);
+    double bracket;
+    if (i <= L) {
+      // Every kept bin is a level of its own, Q = c, and the bracket reduces to P ln(P / c).
+      bracket = last > 0 ? P * std::log(P / double(last)) : 0.0;
+    } else {
+      comp_sum b;
+      b.add(pf.H(0, i - 1));
+      b.add(xlnx(P));
+      double lnq_last = 0.0;
+      const std::int64_t ii = i;
+      std::int32_t lo = 0;
+      for (std::int64_t g = 0; g < L; ++g) {
+        // Level g covers [ceil(g i / L), ceil((g + 1) i / L)).
+        const auto hi = static_cast<std::int32_t>(((g + 1) * ii + L - 1) >> log2L);
+        const std::int32_t n = pf.N[std::size_t(hi)] - pf.N[std::size_t(lo)];
+        if (n > 0) {
+          const double M = double(pf.S[std::size_t(hi)] - pf.S[std::size_t(lo)]);
+          const double lq = std::log(M / double(n));
+          b.add(-M * lq);
+          if (hi == i) lnq_last = lq;
+        }
+        lo = hi;
+      }
+      b.add(-double(t) * lnq_last);  // t > 0 implies c[i-1] > 0, so its level has n > 0
+      bracket = b.value();
+    }
+    return bracket / double(T) + std::log(double(Si) / double(T));
+  }
+
+  std::int32_t candidate(std::int64_t k) const noexcept {
+    return static_cast<std::int32_t>(start + k * stride);
+  }
+};
+
+// ---- mxnet entropy (numerics.md 3) ---------------------------------------------------------
+
+struct mxnet_state {
+  const std::uint64_t* c = nullptr;
+  std::int32_t B = 0, z = 0;
+  std::int64_t L = 0;
+  prefix pf;
+  std::vector<double> lnc_hi, lnc_lo;  ///< prefix of ln c over non-empty bins (compensated)
+  std::vector<double> r[4];            ///< prefix of c^-(n+1) over non-empty bins
+  std::vector<std::int32_t> nonzero;   ///< indices of non-empty bins, ascending
+
+  void prepare(const std::uint64_t* counts, std::int32_t bins, const search_options& o) {
+    c = counts;
+    B = bins;
+    z = bins / 2;
+    L = (std::int64_t{1} << o.bits) - 1;
+    pf.build(counts, bins);
+    lnc_hi.assign(std::size_t(B) + 1, 0.0);
+    lnc_lo.assign(std::size_t(B) + 1, 0.0);
+    for (auto& v : r) v.assign(std::size_t(B) + 1, 0.0);
+    nonzero.clear();
+    comp_sum ls;
+    double acc[4] = {0, 0, 0, 0};
+    for (std::int32_t j = 0; j < B; ++j) {
+      if (c[j] > 0) {
+        nonzero.push_back(j);
+        const double x = double(c[j]);
+        ls.add(std::log(x));
+        const double inv = 1.0 / x;
+        double pw = inv;
+        for (int n = 0; n < 4; ++n, pw *= inv) acc[n] += pw;
+      }
+      lnc_hi[std::size_t(j) + 1] = ls.s;
+      lnc_lo[std::size_t(j) + 1] = ls.c;
+      for (int n = 0; n < 4; ++n) r[n][std::size_t(j) + 1] = acc[n];
+    }
+  }
+
+  /// sum over non-empty bins j in [a, b) of (c - e) ln(c - e).
+  double shifted_xlnx(std::int32_t a, std::int32_t b, double e) const noexcept {
+    if (b <= a) return 0.0;
+    const double h = pf.H(a, b);
+    if (e == 0.0) return h;
+    if (e <= policy::mxnet_series_max_shift) {
+      const double lnsum = (lnc_hi[std::size_t(b)] - lnc_hi[std::size_t(a)]) +
+                           (lnc_lo[std::size_t(b)] - lnc_lo[std::size_t(a)]);
+      const double cnt = double(pf.N[std::size_t(b)] - pf.N[std::size_t(a)]);
+      double tail = 0.0, epow = e * e;
+      for (int n = 1; n <= 4; ++n, epow *= e)
+        tail += epow / double(n * (n + 1)) * (r[n - 1][std::size_t(b)] - r[n - 1][std::size_t(a)]);
+      comp_sum s;
+      s.add(h);
+      s.add(-e * lnsum);
+      s.add(-e * cnt);
+      s.add(tail);
+      return s.value();
+    }
+    // Sparse window: bin by bin over its non-empty bins only.
+    const auto first = std::lower_bound(nonzero.begin(), nonzero.end(), a);
+    const auto stop = std::lower_bound(first, nonzero.end(), b);
+    comp_sum s;
+    for (auto it = first; it != stop; ++it) s.add(xlnx(double(c[*it]) - e));
+    return s.value();
+  }
+
+  /// KL of half-width i; `scratch` holds 2 * L doubles.
+  double kl(std::int32_t i, double* scratch) const noexcept {
+    constexpr double eps = 1e-4;
+    const std::int32_t j0 = z - i, j1 = z + i;  // window [j0, j1]
+    const std::int64_t s = 2 * std::int64_t{i} + 1;
+    const std::uint64_t T = pf.S[std::size_t(B)];
+    if (T == 0) return inf;
+    const std::uint64_t P0 = pf.S[std::size_t(j0) + 1];  // left outliers + c[j0]
+    const std::uint64_t right = T - pf.S[std::size_t(j1) + 1];
+    const std::uint64_t Plast = c[j1] + right;
+    // P: zeros.
+    const std::int64_t interior_nz = pf.N[std::size_t(j1)] - pf.N[std::size_t(j0) + 1];
+    const std::int64_t nzp = interior_nz + (P0 > 0) + (Plast > 0);
+    const std::int64_t zp = s - nzp;
+    if (nzp == 0) return inf;
+    const double ep = eps * double(zp) / double(nzp);
+    if (ep >= 1.0) return inf;
+
+    // Levels of the window copy W (W[0] = 0, W[k] = c[j0 + k]).
+    const std::int64_t m = s / L;
+    double* coef = scratch;      // sum of P' over the level's non-zero P entries
+    double* qval = scratch + L;  // M_g / n_g, or 0 when n_g = 0
+    std::int64_t nzq = 0;
+    double sq = 0.0;
+    for (std::int64_t g = 0; g < L; ++g) {
+      const auto a = static_cast<std::int32_t>(j0 + g * m);
+      const auto b = static_cast<std::int32_t>(g == L - 1 ? j1 + 1 : j0 + (g + 1) * m);
+      std::uint64_t M = pf.S[std::size_t(b)] - pf.S[std::size_t(a)];
+      std::int64_t n = pf.N[std::size_t(b)] - pf.N[std::size_t(a)];
+      std::uint64_t A = M;   // sum of P over the level
+      std::int64_t cnt = n;  // non-zero P entries in the level
+      if (g == 0) {
+        M -= c[j0];
+        n -= (c[j0] > 0);
+        A = M + P0;
+        cnt = n + (P0 > 0);
+      }
+      if (g == L - 1) {
+        A += right;
+        cnt += (c[j1] == 0 && right > 0);
+      }
+      coef[g] = double(A) - double(cnt) * ep;
+      if (n > 0) {
+        const double q = double(M) / double(n);
+        qval[g] = q;
+        nzq += cnt;
+        sq += double(cnt) * q;
+      } else {
+        qval[g] = 0.0;
+      }
+    }
+    if (nzq == 0) return inf;
+    const double eq = eps * double(s - nzq) / double(nzq);
+    if (eq >= 1.0) return inf;
+
+    // sum P' ln P' - sum P' ln Q' without the eps ln eps terms of the zero entries of P (there
+    // Q is zero too, so they cancel).
+    const double ln_eps = std::log(eps);
+    comp_sum b;
+    b.add(shifted_xlnx(j0 + 1, j1, ep));
+    if (P0 > 0) b.add(xlnx(double(P0) - ep));
+    if (Plast > 0) b.add(xlnx(double(Plast) - ep));
+    for (std::int64_t g = 0; g < L; ++g) {
+      if (coef[g] == 0.0) continue;
+      b.add(-coef[g] * (qval[g] > 0.0 ? std::log(qval[g] - eq) : ln_eps));
+    }
+    const double sp = double(T);
+    return b.value() / sp - std::log(sp) + std::log(sq);
+  }
+};
+
+// ---- mse (numerics.md 4) ---------------------------------------------------------------------
+
+struct mse_state {
+  std::vector<double> mid, cnt;  ///< centres and counts of the non-empty bins
+  double w = 0.0, qmax = 0.0;
+  std::int32_t B = 0, start = 0, stride = 1;
+
+  void prepare(const std::uint64_t* counts, const histogram_spec& spec, const search_options& o) {
+    B = spec.bins;
+    w = double(spec.hi) / double(B);
+    qmax = double(klcal::qmax(o));
+    start = o.start_bin;
+    stride = o.stride;
+    mid.clear();
+    cnt.clear();
+    for (std::int32_t k = 0; k < B; ++k)
+      if (counts[k] > 0) {
+        mid.push_back((double(k) + 0.5) * w);
+        cnt.push_back(double(counts[k]));
+      }
+  }
+
+  double score(std::int32_t i) const noexcept {
+    const double a = (double(i) + 0.5) * w;
+    const double s = qmax / a;
+    constexpr double magic = 6755399441055744.0;  // 1.5 * 2^52: (x + magic) - magic = rint(x)
+    double sum = 0.0;
+    for (std::size_t k = 0; k < mid.size(); ++k) {
+      // Centres are positive, so only the upper clamp can apply; capping x first keeps it in
+      // the range where the magic-number rounding (half to even) is exact.
+      const double x = std::min(mid[k] * s, 2147483648.0);
+      const double r = std::min((x + magic) - magic, qmax);
+      const double d = r / s - mid[k];
+      sum += cnt[k] * (d * d);
+    }
+    return sum / double(B);
+  }
+};
+
+// ---- shared result assembly ------------------------------------------------------------------
+
+float scale_of(double amax, double qmax) noexcept {
+  return static_cast<float>(amax) / static_cast<float>(qmax);
+}
+
+/// Sum of original counts over [a, b) as fp64 of the exact integer sum.
+double mass(const std::uint64_t* c, std::int32_t a, std::int32_t b) noexcept {
+  std::uint64_t s = 0;
+  for (std::int32_t j = a; j < b; ++j) s += c[j];
+  return double(s);
+}
+
+/// Empty or all-zero histogram (numerics.md 5.3).
+bool is_trivial(const std::uint64_t* c, const histogram_spec& spec) noexcept {
+  std::int32_t zb = 0;
+  if (spec.kind == layout::signed_) {
+    const float width = spec.hi - spec.lo;
+    const float scale = static_cast<float>(spec.bins) / width;
+    float p = (0.0f - spec.lo) * scale;
+    p = p > 0.0f ? p : 0.0f;
+    p = std::min(p, static_cast<float>(spec.bins - 1));
+    zb = static_cast<std::int32_t>(p);
+  }
+  for (std::int32_t j = 0; j < spec.bins; ++j)
+    if (j != zb && c[j] != 0) return false;
+  return true;  // also when everything, bin zb included, is empty
+}
+
+/// Runs f(b, e) on contiguous blocks of [0, count) over up to `threads` threads. An exception
+/// (std::bad_alloc) thrown by f on any thread is rethrown here after every thread has joined.
+template <class F>
+void parallel_blocks(std::int64_t count, int threads, const F& f) {
+  const std::int64_t nt = std::max<std::int64_t>(1, std::min<std::int64_t>(threads, count));
+  if (nt == 1) {
+    f(0, count);
+    return;
+  }
+  std::atomic<bool> failed{false};
+  auto guarded = [&f, &failed](std::int64_t b, std::int64_t e) noexcept {
+    try {
+      f(b, e);
+    } catch (...) {
+      failed = true;
+    }
+  };
+  std::vector<std::thread> pool;
+  std::vector<std::int64_t> orphaned;
+  for (std::int64_t t = 1; t < nt; ++t) {
+    const std::int64_t b = count * t / nt, e = count * (t + 1) / nt;
+    try {
+      pool.emplace_back(guarded, b, e);
+    } catch (...) {
+      orphaned.push_back(t);  // could not start a thread: run that block here
+    }
+  }
+  guarded(0, count / nt);
+  for (const std::int64_t t : orphaned) guarded(count * t / nt, count * (t + 1) / nt);
+  for (auto& th : pool) th.join();
+  if (failed) throw std::bad_alloc();
+}
+
+/// Searches one task with `threads` threads over its candidates. Throws std::bad_alloc only.
+void search_one(const search_task& task, search_result& res, int threads) {
+  const histogram_spec& spec = task.spec;
+  const search_options& o = task.opts;
+  const std::uint64_t* counts = task.h_counts;
+  const std::int32_t B = spec.bins;
+  const std::int64_t ncand = candidate_count(spec, o);
+  std::vector<double> own_curve;
+  double* curve = task.h_curve;
+  if (curve == nullptr && ncand > 0) {
+    own_curve.resize(std::size_t(ncand));
+    curve = own_curve.data();
+  }
+  const std::uint64_t T = [&] {
+    std::uint64_t s = 0;
+    for (std::int32_t j = 0; j < B; ++j) s += counts[j];
+    return s;
+  }();
+  const double w = double(spec.hi) / double(B);
+  const double qm = double(qmax(o));
+  res = search_result{};
+
+  std::int32_t index = 0;
+  double score = 0.0, amax = 0.0, clipped = 0.0;
+  bool all_inf = false;
+  const int cand_threads =
+      ncand >= policy::min_candidates_per_thread * 2 ? threads : 1;  // tiny curves: one thread
+
+  if (o.meth == method::entropy && o.rules == rule_set::tensorrt) {
+    trt_state st;
+    st.prepare(counts, B, o);
+    parallel_blocks(ncand, cand_threads, [&](std::int64_t b, std::int64_t e) {
+      for (std::int64_t k = b; k < e; ++k) curve[k] = st.kl(st.candidate(k));
+    });
+    std::int64_t best = 0;
+    double bv = inf;
+    for (std::int64_t k = 0; k < ncand; ++k)
+      if (curve[k] <= bv) {  // ties (and all-inf) go to the largest i
+        bv = curve[k];
+        best = k;
+      }
+    index = st.candidate(best);
+    score = curve[best];
+    all_inf = std::isinf(bv);
+    amax = double(index) * w;
+    clipped = T > 0 ? mass(counts, index, B) / double(T) : 0.0;
+  } else if (o.meth == method::entropy) {
+    mxnet_state st;
+    st.prepare(counts, B, o);
+    const std::int32_t first_i = static_cast<std::int32_t>(st.L / 2);
+    parallel_blocks(ncand, cand_threads, [&](std::int64_t b, std::int64_t e) {
+      std::vector<double> scratch(std::size_t(2 * st.L));
+      for (std::int64_t k = b; k < e; ++k)
+        curve[k] = st.kl(static_cast<std::int32_t>(first_i + k), scratch.data());
+    });
+    std::int64_t best = 0;
+    for (std::int64_t k = 1; k < ncand; ++k)
+      if (curve[k] < curve[best]) best = k;  // ties go to the smallest i
+    index = static_cast<std::int32_t>(first_i + best);
+    score = curve[best];
+    all_inf = std::isinf(score);
+    const double qm_sym = double((1 << (o.bits - 1)) - 1);
+    amax = (double(index) + 0.5) * (2.0 * double(spec.hi) / double(B));
+    const std::int32_t z = B / 2;
+    clipped =
+        T > 0 ? (mass(counts, 0, z - index) + mass(counts, z + index + 1, B)) / double(T) : 0.0;
+    res.scale = scale_of(amax, qm_sym);
+  } else if (o.meth == method::mse) {
+    mse_state st;
+    st.prepare(counts, spec, o);
+    parallel_blocks(ncand, cand_threads, [&](std::int64_t b, std::int64_t e) {
+      for (std::int64_t k = b; k < e; ++k)
+        curve[k] = st.score(static_cast<std::int32_t>(o.start_bin + k * o.stride));
+    });
+    std::int64_t best = 0;
+    for (std::int64_t k = 1; k < ncand; ++k)
+      if (curve[k] < curve[best]) best = k;  // the first minimum wins
+    index = static_cast<std::int32_t>(o.start_bin + best * o.stride);
+    score = curve[best];
+    amax = (double(index) + 0.5) * w;
+    clipped = T > 0 ? mass(counts, index + 1, B) / double(T) : 0.0;
+  } else if (o.meth == method::percentile) {
+    const double target = o.percentile / 100.0;
+    std::uint64_t s = 0;
+    index = B - 1;
+    for (std::int32_t k = 0; k < B; ++k) {
+      s += counts[k];
+      if (T > 0 && double(s) / double(T) >= target) {
+        index = k;
+        break;
+      }
+    }
+    amax = double(index) * w;
+    clipped = T > 0 ? mass(counts, index, B) / double(T) : 0.0;
+  } else {  // max
+    index = B;
+    amax = double(task.max_abs);
+  }
+
+  if (T == 0 || is_trivial(counts, spec)) {
+    res = search_result{};
+    res.degenerate = true;
+    return;
+  }
+  res.index = index;
+  res.amax = amax;
+  res.score = score;
+  res.clipped_fraction = clipped;
+  res.degenerate = all_inf;
+  if (!(o.meth == method::entropy && o.rules == rule_set::mxnet)) res.scale = scale_of(amax, qm);
+}
+
+int resolve_threads(int threads) noexcept {
+  if (threads > 0) return threads;
+  const unsigned hc = std::thread::hardware_concurrency();
+  return hc == 0 ? 1 : static_cast<int>(std::min(hc, 1024u));
+}
+
+}  // namespace
+
+status search(const search_task* tasks, std::int32_t num_tasks, search_result* results,
+              int threads) noexcept {
+  if (num_tasks < 0) return errc::invalid_count;
+  if (num_tasks == 0) return errc::ok;
+  if (tasks == nullptr || results == nullptr) return errc::null_pointer;
+  for (std::int32_t k = 0; k < num_tasks; ++k) {
+    if (status s = validate(tasks[k].spec, tasks[k].opts); !s.ok()) return s;
+    if (tasks[k].h_counts == nullptr) return errc::null_pointer;
+  }
+  const int nt = resolve_threads(threads);
+  try {
+    if (num_tasks >= nt || nt == 1) {
+      // Whole tasks per thread, handed out dynamically; each result depends on its task only.
+      std::atomic<std::int32_t> next{0};
+      auto body = [&](std::int64_t, std::int64_t) {
+        for (std::int32_t k; (k = next.fetch_add(1)) < num_tasks;)
+          search_one(tasks[k], results[k], 1);
+      };
+      parallel_blocks(std::min<std::int64_t>(nt, num_tasks), nt, body);
+    } else {
+      for (std::int32_t k = 0; k < num_tasks; ++k) search_one(tasks[k], results[k], nt);
+    }
+  } catch (...) {
+    return errc::out_of_memory;
+  }
+  return errc::ok;
+}
+
+}  // namespace klcal::cpu
