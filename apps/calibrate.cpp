@@ -1,0 +1,662 @@
+// `klcal calibrate`: streams tensors through a backend, searches thresholds, writes
+// table/cache/JSON/CSV.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <set>
+#include <sstream>
+
+#include "args.hpp"
+#include "cli.hpp"
+
+namespace klcal::cli {
+namespace {
+
+const char* k_calibrate_help = R"(usage: klcal calibrate [options] INPUT...
+
+INPUT: .npy files (tensor name = file stem), .npz archives (tensor name = member name
+without .npy) or directories of them (not recursive, sorted by name). The same tensor name
+in several inputs = several calibration batches of one tensor.
+
+  --method M         entropy|max|percentile|mse; comma-separated or repeated (default entropy)
+  --rules R          tensorrt|mxnet entropy rule set (default tensorrt)
+  --bins N           histogram bins (default 2048; 8001 for --rules mxnet)
+  --range R          two-pass (default) or streaming (one pass; power-of-two --bins)
+  --start-bin N      first candidate of tensorrt entropy and mse (default 128)
+  --stride N         candidate step (default 1)
+  --bits N           quantized bits, 2..16 (default 8)
+  --unsigned         unsigned quantization (tensorrt rules only)
+  --percentile P     percentile method, 0..100 (default 99.99)
+  --threads N        CPU threads, 0 = all (default 0)
+  --device D         auto|gpu|cpu (default auto: GPU when one is present)
+  --cache FILE       TensorRT calibration cache (first method)
+  --trt-version V    cache header version, 4 or 6 digits (default 8601)
+  --json FILE        Q/DQ parameters, statistics and quality figures
+  --csv FILE         one row per tensor and method
+  --curves DIR       per-tensor histogram and score curves as CSV (for python_ref/plot.py)
+  --force            overwrite existing output files
+  --quiet, -q        no progress bar, no table
+)";
+
+bool is_pow2(std::int64_t v) {
+  return v > 0 && (v & (v - 1)) == 0;
+}
+
+std::string range_name(bool streaming) {
+  return streaming ? "streaming" : "two-pass";
+}
+
+// Progress on stderr, only for a terminal: bytes done, rate, ETA; at most 10 updates a second.
+class progress_bar {
+ public:
+  progress_bar(bool enabled, std::uint64_t total) : on_(enabled && total > 0), total_(total) {
+    t0_ = last_ = clock::now();
+  }
+  ~progress_bar() { finish(); }
+  void add(std::uint64_t bytes, const std::string& label) {
+    done_ += bytes;
+    if (!on_) return;
+    auto now = clock::now();
+    if (now - last_ < std::chrono::milliseconds(100) && done_ < total_) return;
+    last_ = now;
+    double s = std::chrono::duration<double>(now - t0_).count();
+    double rate = s > 0 ? done_ / s : 0;
+    double eta = rate > 0 ? (total_ - std::min(done_, total_)) / rate : 0;
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "\r%-24.24s %5.1f%%  %8.1f / %.1f MiB  %7.1f MiB/s  ETA %4.0fs ",
+                  label.c_str(), 100.0 * done_ / total_, done_ / 1048576.0, total_ / 1048576.0,
+                  rate / 1048576.0, eta);
+    std::cerr << buf << std::flush;
+    shown_ = true;
+  }
+  void finish() {
+    if (on_ && shown_) std::cerr << "\r" << std::string(100, ' ') << "\r" << std::flush;
+    shown_ = false;
+  }
+
+ private:
+  using clock = std::chrono::steady_clock;
+  bool on_;
+  bool shown_ = false;
+  std::uint64_t total_, done_ = 0;
+  clock::time_point t0_, last_;
+};
+
+struct tensor_result {
+  std::string name;
+  std::vector<std::string> sources;
+  tensor_stats stats{};
+  std::int64_t elements = 0;
+  histogram_spec spec{};
+  std::vector<std::uint64_t> counts;  // kept only for --curves
+  std::vector<search_options> opts;
+  std::vector<search_result> results;
+  std::vector<std::vector<double>> curves;
+  std::string hist_file;
+  std::vector<std::string> curve_files;
+};
+
+void merge_stats(tensor_stats& a, const tensor_stats& b) {
+  a.finite_count += b.finite_count;
+  a.nan_count += b.nan_count;
+  a.inf_count += b.inf_count;
+  a.max_abs = std::max(a.max_abs, b.max_abs);
+  a.min = std::min(a.min, b.min);
+  a.max = std::max(a.max, b.max);
+}
+
+std::string sanitize(const std::string& n) {
+  std::string s;
+  for (char c : n) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '-' || c == '_';
+    s += ok ? c : '_';
+  }
+  return s.empty() || s[0] == '.' ? "_" + s : s;
+}
+
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
+  std::string o = "\"";
+  for (char c : s) o += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return o + "\"";
+}
+
+std::string g17(double v) {
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  char b[40];
+  std::snprintf(b, sizeof b, "%.17g", v);
+  return b;
+}
+
+// Threshold of curve candidate k (docs/numerics.md 5.2), fp64.
+double candidate_threshold(const histogram_spec& spec, const search_options& o, std::int64_t k) {
+  double w = double(spec.hi - spec.lo) / spec.bins;
+  if (o.meth == method::entropy && o.rules == rule_set::mxnet) {
+    std::int64_t i = ((std::int64_t{1} << o.bits) - 1) / 2 + k;
+    return (double(i) + 0.5) * w;
+  }
+  std::int64_t i = o.start_bin + k * o.stride;
+  return o.meth == method::mse ? (double(i) + 0.5) * w : double(i) * w;
+}
+
+std::string params_json(const calibrate_settings& s, const search_options& o) {
+  std::ostringstream j;
+  j << "{\"rules\": " << formats::json_string(rules_name(o.rules)) << ", \"bins\": " << s.bins
+    << ", \"range\": " << formats::json_string(range_name(s.streaming)) << ", \"bits\": " << o.bits
+    << ", \"unsigned\": " << (o.is_unsigned ? "true" : "false");
+  if (o.meth == method::entropy && o.rules == rule_set::tensorrt) {
+    j << ", \"start_bin\": " << o.start_bin << ", \"stride\": " << o.stride
+      << ", \"zero_bin\": \"copy_next\"";
+  } else if (o.meth == method::mse) {
+    j << ", \"start_bin\": " << o.start_bin << ", \"stride\": " << o.stride;
+  } else if (o.meth == method::percentile) {
+    j << ", \"percentile\": " << formats::json_number(o.percentile);
+  }
+  j << "}";
+  return j.str();
+}
+
+std::string result_json(const search_result& r) {
+  std::ostringstream j;
+  j << "\"amax\": " << formats::json_number(r.amax)
+    << ", \"scale\": " << formats::json_number(r.scale)
+    << ", \"scale_hex\": " << formats::json_string(formats::scale_hex(r.scale))
+    << ", \"zero_point\": 0"
+    << ", \"index\": " << r.index << ", \"score\": " << formats::json_number(r.score)
+    << ", \"clipped_fraction\": " << formats::json_number(r.clipped_fraction)
+    << ", \"degenerate\": " << (r.degenerate ? "true" : "false");
+  return j.str();
+}
+
+std::string write_json(const calibrate_settings& s, const std::string& device,
+                       const std::vector<tensor_result>& out) {
+  std::ostringstream j;
+  j << "{\n  \"format\": \"klcal-calibration 1\",\n  \"settings\": {\"methods\": [";
+  for (std::size_t k = 0; k < s.methods.size(); ++k) {
+    j << (k ? ", " : "") << formats::json_string(method_name(s.methods[k]));
+  }
+  j << "], \"rules\": " << formats::json_string(rules_name(s.rules)) << ", \"bins\": " << s.bins
+    << ", \"range\": " << formats::json_string(range_name(s.streaming))
+    << ", \"device\": " << formats::json_string(device) << "},\n  \"tensors\": {";
+  bool first = true;
+  for (const auto& t : out) {
+    j << (first ? "\n" : ",\n") << "    " << formats::json_string(t.name) << ": {\n      ";
+    first = false;
+    j << result_json(t.results[0])
+      << ",\n      \"method\": " << formats::json_string(method_name(t.opts[0].meth))
+      << ", \"params\": " << params_json(s, t.opts[0]) << ",\n";
+    j << "      \"histogram\": {\"layout\": "
+      << formats::json_string(t.spec.kind == layout::abs ? "abs" : "signed")
+      << ", \"bins\": " << t.spec.bins << ", \"lo\": " << formats::json_number(t.spec.lo)
+      << ", \"hi\": " << formats::json_number(t.spec.hi);
+    if (!t.hist_file.empty()) j << ", \"file\": " << formats::json_string(t.hist_file);
+    j << "},\n      \"stats\": {\"elements\": " << t.elements
+      << ", \"finite\": " << t.stats.finite_count << ", \"nan\": " << t.stats.nan_count
+      << ", \"inf\": " << t.stats.inf_count << ", \"min\": " << formats::json_number(t.stats.min)
+      << ", \"max\": " << formats::json_number(t.stats.max)
+      << ", \"max_abs\": " << formats::json_number(t.stats.max_abs) << "},\n";
+    j << "      \"sources\": [";
+    for (std::size_t k = 0; k < t.sources.size(); ++k) {
+      j << (k ? ", " : "") << formats::json_string(t.sources[k]);
+    }
+    j << "],\n      \"methods\": {";
+    for (std::size_t k = 0; k < t.opts.size(); ++k) {
+      j << (k ? ",\n" : "\n") << "        " << formats::json_string(method_name(t.opts[k].meth))
+        << ": {" << result_json(t.results[k]) << ", \"params\": " << params_json(s, t.opts[k]);
+      if (!t.curve_files.empty() && !t.curve_files[k].empty()) {
+        j << ", \"curve_file\": " << formats::json_string(t.curve_files[k]);
+      }
+      j << "}";
+    }
+    j << "\n      }\n    }";
+  }
+  j << "\n  }\n}\n";
+  return j.str();
+}
+
+std::string write_csv(const std::vector<tensor_result>& out) {
+  std::ostringstream c;
+  c << "tensor,method,elements,finite,nan,inf,min,max,max_abs,amax,scale,scale_hex,index,score,"
+       "clipped_fraction,degenerate\n";
+  for (const auto& t : out) {
+    for (std::size_t k = 0; k < t.opts.size(); ++k) {
+      const auto& r = t.results[k];
+      c << csv_field(t.name) << "," << method_name(t.opts[k].meth) << "," << t.elements << ","
+        << t.stats.finite_count << "," << t.stats.nan_count << "," << t.stats.inf_count << ","
+        << g17(t.stats.min) << "," << g17(t.stats.max) << "," << g17(t.stats.max_abs) << ","
+        << g17(r.amax) << "," << g17(r.scale) << "," << formats::scale_hex(r.scale) << ","
+        << r.index << "," << g17(r.score) << "," << g17(r.clipped_fraction) << ","
+        << (r.degenerate ? 1 : 0) << "\n";
+    }
+  }
+  return c.str();
+}
+
+void print_results(const calibrate_settings& s, const std::vector<tensor_result>& out) {
+  std::vector<std::vector<std::string>> rows;
+  std::vector<std::string> head = {"tensor", "elements", "min", "max"};
+  bool multi = s.methods.size() > 1;
+  for (auto m : s.methods) {
+    std::string p = multi ? std::string(method_name(m)) + " " : "";
+    for (const char* c : {"amax", "scale", "clip%", "score"}) head.push_back(p + c);
+  }
+  head.push_back("nan");
+  head.push_back("inf");
+  rows.push_back(head);
+  for (const auto& t : out) {
+    std::vector<std::string> r = {t.name, std::to_string(t.elements),
+                                  t.stats.finite_count ? fmt_g(t.stats.min) : "-",
+                                  t.stats.finite_count ? fmt_g(t.stats.max) : "-"};
+    for (std::size_t k = 0; k < t.opts.size(); ++k) {
+      const auto& res = t.results[k];
+      r.push_back(fmt_g(res.amax));
+      r.push_back(formats::scale_hex(res.scale));
+      char clip[32];
+      std::snprintf(clip, sizeof clip, "%.4f", 100.0 * res.clipped_fraction);
+      r.push_back(clip);
+      bool has_score = t.opts[k].meth == method::entropy || t.opts[k].meth == method::mse;
+      r.push_back(has_score ? fmt_g(res.score, 4) + (res.degenerate ? "*" : "")
+                            : (res.degenerate ? "*" : "-"));
+    }
+    r.push_back(std::to_string(t.stats.nan_count));
+    r.push_back(std::to_string(t.stats.inf_count));
+    rows.push_back(r);
+  }
+  print_table(rows, std::cout);
+  bool any_deg = false;
+  for (const auto& t : out) {
+    for (const auto& r : t.results) any_deg = any_deg || r.degenerate;
+  }
+  if (any_deg) std::cout << "* degenerate result (empty, all-zero, or every candidate infinite)\n";
+}
+
+void validate_settings(calibrate_settings& s) {
+  if (s.methods.empty()) s.methods.push_back(method::entropy);
+  {
+    std::vector<method> uniq;
+    for (auto m : s.methods) {
+      if (std::find(uniq.begin(), uniq.end(), m) == uniq.end()) uniq.push_back(m);
+    }
+    s.methods = uniq;
+  }
+  const bool mx = s.rules == rule_set::mxnet;
+  if (s.bins < 0) s.bins = mx ? 8001 : 2048;
+  if (s.bins < 2 || s.bins > max_bins) {
+    throw usage_error("--bins " + std::to_string(s.bins) + ": must be between 2 and " +
+                      std::to_string(max_bins));
+  }
+  if (s.bits < 2 || s.bits > 16) {
+    throw usage_error("--bits " + std::to_string(s.bits) + ": must be between 2 and 16");
+  }
+  if (!(s.percentile >= 0 && s.percentile <= 100)) {
+    throw usage_error("--percentile " + fmt_g(s.percentile) + ": must be between 0 and 100");
+  }
+  if (s.stride < 1) throw usage_error("--stride " + std::to_string(s.stride) + ": must be >= 1");
+  if (s.start_bin < 1) {
+    throw usage_error("--start-bin " + std::to_string(s.start_bin) + ": must be >= 1");
+  }
+  if (s.trt_version.size() < 4 || s.trt_version.size() > 6 ||
+      s.trt_version.find_first_not_of("0123456789") != std::string::npos) {
+    throw usage_error("--trt-version '" + s.trt_version +
+                      "': expected 4 digits (TensorRT <= 8, e.g. 8601) or 6 (e.g. 100900)");
+  }
+  if (mx) {
+    if (s.bins % 2 == 0) {
+      throw usage_error("--rules mxnet needs an odd --bins (got " + std::to_string(s.bins) + ")");
+    }
+    if (s.is_unsigned) throw usage_error("--unsigned is not available with --rules mxnet");
+    if (s.streaming) {
+      throw usage_error("--range streaming needs the abs layout; --rules mxnet uses a signed one");
+    }
+    for (auto m : s.methods) {
+      if (m == method::percentile || m == method::mse) {
+        throw usage_error(std::string("--method ") + method_name(m) +
+                          " needs the abs histogram of --rules tensorrt, not --rules mxnet");
+      }
+    }
+  }
+  for (auto m : s.methods) {
+    bool uses_start = (m == method::entropy && !mx) || m == method::mse;
+    if (uses_start && (m == method::mse ? s.start_bin >= s.bins : s.start_bin > s.bins)) {
+      throw usage_error("--start-bin " + std::to_string(s.start_bin) + " must be " +
+                        (m == method::mse ? "smaller than" : "at most") + " --bins " +
+                        std::to_string(s.bins) + " (method " + method_name(m) + ")");
+    }
+  }
+  if (s.streaming && !is_pow2(s.bins)) {
+    throw usage_error("--range streaming needs a power-of-two --bins (got " +
+                      std::to_string(s.bins) + "; try 2048)");
+  }
+  // Backstop: the library's own validation of every (spec, options) pair.
+  histogram_spec probe{mx ? layout::signed_ : layout::abs, s.bins, mx ? -1.0f : 0.0f, 1.0f};
+  for (auto m : s.methods) {
+    search_options o;
+    o.meth = m;
+    o.rules = m == method::entropy ? s.rules : rule_set::tensorrt;
+    o.start_bin = s.start_bin;
+    o.stride = s.stride;
+    o.bits = s.bits;
+    o.is_unsigned = s.is_unsigned;
+    o.percentile = s.percentile;
+    if (status st = validate(probe, o); !st.ok()) {
+      throw usage_error(std::string("invalid options for method ") + method_name(m) + ": " +
+                        to_string(st));
+    }
+  }
+}
+
+void check_output(const std::string& path, bool force, const std::string& opt) {
+  if (path.empty()) return;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0) {
+    if (S_ISDIR(st.st_mode)) throw error(errc::io_error, opt + " " + path + ": is a directory");
+    if (!force) {
+      throw error(errc::io_error, opt + " " + path + ": file exists (use --force to overwrite)");
+    }
+  }
+  auto slash = path.find_last_of('/');
+  std::string dir = slash == std::string::npos ? "." : path.substr(0, slash == 0 ? 1 : slash);
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    throw error(errc::io_error, opt + " " + path + ": directory " + dir + " does not exist");
+  }
+  if (::access(dir.c_str(), W_OK) != 0) {
+    throw error(errc::io_error, opt + " " + path + ": directory " + dir + " is not writable");
+  }
+}
+
+}  // namespace
+
+void print_table(const std::vector<std::vector<std::string>>& rows, std::ostream& os) {
+  std::vector<std::size_t> w;
+  for (const auto& r : rows) {
+    if (w.size() < r.size()) w.resize(r.size(), 0);
+    for (std::size_t i = 0; i < r.size(); ++i) w[i] = std::max(w[i], r[i].size());
+  }
+  for (const auto& r : rows) {
+    std::string line;
+    for (std::size_t i = 0; i < r.size(); ++i) {
+      std::string pad(w[i] - r[i].size(), ' ');
+      line += i == 0 ? r[i] + pad : "  " + pad + r[i];
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    os << line << "\n";
+  }
+}
+
+int calibrate(calibrate_settings s) {
+  validate_settings(s);
+  check_output(s.cache_path, s.force, "--cache");
+  check_output(s.json_path, s.force, "--json");
+  check_output(s.csv_path, s.force, "--csv");
+  if (s.inputs.empty()) throw usage_error("calibrate: no INPUT given (see klcal calibrate --help)");
+  std::vector<tensor_group> groups = collect_inputs(s.inputs);
+  if (groups.empty()) throw error(errc::io_error, "no tensors found in the inputs");
+
+  // Curve files are named after tensors, so they can be checked only once the names are known.
+  std::vector<std::string> hist_files(groups.size());
+  std::vector<std::vector<std::string>> curve_files(groups.size());
+  if (!s.curves_dir.empty()) {
+    struct stat st {};
+    if (::stat(s.curves_dir.c_str(), &st) == 0) {
+      if (!S_ISDIR(st.st_mode)) {
+        throw error(errc::io_error, "--curves " + s.curves_dir + ": not a directory");
+      }
+    } else if (::mkdir(s.curves_dir.c_str(), 0777) != 0) {
+      throw error(errc::io_error, "--curves " + s.curves_dir +
+                                      ": cannot create directory: " + std::strerror(errno));
+    }
+    std::set<std::string> used;
+    for (std::size_t g = 0; g < groups.size(); ++g) {
+      std::string base = sanitize(groups[g].name);
+      std::string stem = base;
+      for (int k = 2; used.count(stem); ++k) stem = base + "~" + std::to_string(k);
+      used.insert(stem);
+      hist_files[g] = stem + ".histogram.csv";
+      check_output(s.curves_dir + "/" + hist_files[g], s.force, "--curves");
+      for (auto m : s.methods) {
+        std::string f;
+        if (m == method::entropy || m == method::mse) {
+          f = stem + "." + method_name(m) + ".csv";
+          check_output(s.curves_dir + "/" + f, s.force, "--curves");
+        }
+        curve_files[g].push_back(f);
+      }
+    }
+  }
+
+  // Open every source once before any work: headers are checked and sizes known up front.
+  std::uint64_t total_bytes = 0;
+  std::vector<std::int64_t> elements(groups.size(), 0);
+  for (std::size_t g = 0; g < groups.size(); ++g) {
+    for (const auto& src : groups[g].sources) {
+      auto r = src.open(1);
+      elements[g] += r.header().count;
+      total_bytes += std::uint64_t(r.header().count) * r.header().itemsize();
+    }
+  }
+  std::unique_ptr<backend> be = make_backend(s.device, s.threads);
+  const bool show_progress = !s.quiet && ::isatty(2);
+  progress_bar bar(show_progress, total_bytes * (s.streaming ? 1 : 2));
+
+  std::vector<search_options> opts;
+  for (auto m : s.methods) {
+    search_options o;
+    o.meth = m;
+    o.rules = m == method::entropy ? s.rules : rule_set::tensorrt;
+    o.start_bin = s.start_bin;
+    o.stride = s.stride;
+    o.bits = s.bits;
+    o.is_unsigned = s.is_unsigned;
+    o.percentile = s.percentile;
+    opts.push_back(o);
+  }
+
+  std::vector<tensor_result> out;
+  const bool want_curves = !s.curves_dir.empty();
+  for (std::size_t g = 0; g < groups.size(); ++g) {
+    const auto& grp = groups[g];
+    if (elements[g] == 0) {
+      warn("tensor '" + grp.name + "' is empty (0 elements), skipped");
+      continue;
+    }
+    tensor_result t;
+    t.name = grp.name;
+    t.elements = elements[g];
+    for (const auto& src : grp.sources) t.sources.push_back(src.display());
+    formats::chunk c;
+    if (s.streaming) {
+      std::int32_t e = -64;
+      histogram_spec spec{layout::abs, s.bins, 0.0f, std::ldexp(1.0f, -64)};
+      be->begin(spec);
+      for (const auto& src : grp.sources) {
+        auto r = src.open();
+        while (r.next(c)) {
+          tensor_stats cs;
+          be->stats(c, &cs);
+          merge_stats(t.stats, cs);
+          std::int32_t need = e;
+          while (need < 127 && cs.max_abs >= std::ldexp(1.0f, need)) ++need;
+          if (need > e) {
+            be->fold(need - e);
+            e = need;
+          }
+          be->histogram(c, true);
+          bar.add(std::uint64_t(c.n) * r.header().itemsize(), grp.name);
+        }
+      }
+      spec.hi = std::ldexp(1.0f, e);
+      t.spec = spec;
+    } else {
+      for (const auto& src : grp.sources) {
+        auto r = src.open();
+        while (r.next(c)) {
+          be->stats(c, &t.stats);
+          bar.add(std::uint64_t(c.n) * r.header().itemsize(), grp.name);
+        }
+      }
+      // docs/numerics.md 1.5: [0, max_abs), or [0, 2^-64) when there is no non-zero finite value.
+      float hi = t.stats.max_abs > 0 ? t.stats.max_abs : std::ldexp(1.0f, -64);
+      t.spec = s.rules == rule_set::mxnet ? histogram_spec{layout::signed_, s.bins, -hi, hi}
+                                          : histogram_spec{layout::abs, s.bins, 0.0f, hi};
+      if (status st = validate(t.spec); !st.ok()) {
+        throw error(st, "tensor '" + grp.name + "': max |x| = " + fmt_g(hi, 9) +
+                            " gives an invalid histogram range [" + fmt_g(t.spec.lo, 9) + ", " +
+                            fmt_g(t.spec.hi, 9) + "): " + to_string(st));
+      }
+      be->begin(t.spec);
+      for (const auto& src : grp.sources) {
+        auto r = src.open();
+        while (r.next(c)) {
+          be->histogram(c, false);
+          bar.add(std::uint64_t(c.n) * r.header().itemsize(), grp.name);
+        }
+      }
+    }
+    if (t.stats.finite_count == 0) {
+      bar.finish();
+      warn("tensor '" + grp.name + "' has no finite values (" + std::to_string(t.stats.nan_count) +
+           " NaN, " + std::to_string(t.stats.inf_count) + " Inf): degenerate result, scale 0");
+    }
+    t.opts = opts;
+    be->search(t.spec, t.stats.max_abs, opts, want_curves, t.results, t.curves);
+    if (want_curves) {
+      t.counts = be->counts();
+      t.hist_file = hist_files[g];
+      t.curve_files = curve_files[g];
+    }
+    out.push_back(std::move(t));
+  }
+  bar.finish();
+  if (out.empty()) throw error(errc::io_error, "every tensor in the inputs is empty");
+
+  if (!s.quiet) print_results(s, out);
+  if (!s.cache_path.empty()) {
+    formats::calibration_cache cache;
+    cache.version = s.trt_version;
+    cache.algorithm = s.methods[0] == method::entropy ? "EntropyCalibration2" : "MinMaxCalibration";
+    for (const auto& t : out) cache.entries.push_back({t.name, t.results[0].scale});
+    formats::write_file(s.cache_path, formats::format_cache(cache));
+  }
+  if (!s.json_path.empty()) formats::write_file(s.json_path, write_json(s, be->name(), out));
+  if (!s.csv_path.empty()) formats::write_file(s.csv_path, write_csv(out));
+  if (want_curves) {
+    for (const auto& t : out) {
+      std::ostringstream h;
+      h << "bin,lo_edge,count\n";
+      double w = double(t.spec.hi - t.spec.lo) / t.spec.bins;
+      for (std::size_t j = 0; j < t.counts.size(); ++j) {
+        h << j << "," << g17(double(t.spec.lo) + double(j) * w) << "," << t.counts[j] << "\n";
+      }
+      formats::write_file(s.curves_dir + "/" + t.hist_file, h.str());
+      for (std::size_t k = 0; k < t.opts.size(); ++k) {
+        if (t.curve_files[k].empty()) continue;
+        std::ostringstream cv;
+        cv << "candidate,threshold,score\n";
+        for (std::size_t i = 0; i < t.curves[k].size(); ++i) {
+          cv << i << "," << g17(candidate_threshold(t.spec, t.opts[k], std::int64_t(i))) << ","
+             << g17(t.curves[k][i]) << "\n";
+        }
+        formats::write_file(s.curves_dir + "/" + t.curve_files[k], cv.str());
+      }
+    }
+  }
+  return exit_ok;
+}
+
+int run_calibrate(const std::vector<std::string>& args) {
+  calibrate_settings s;
+  arg_walker w(args);
+  while (!w.done()) {
+    std::string a = w.next();
+    if (a == "--help" || a == "-h") {
+      std::cout << k_calibrate_help;
+      return exit_ok;
+    } else if (a == "--method") {
+      std::string v = w.value(a);
+      std::stringstream ss(v);
+      std::string item;
+      bool any = false;
+      while (std::getline(ss, item, ',')) {
+        any = true;
+        if (item == "entropy")
+          s.methods.push_back(method::entropy);
+        else if (item == "max")
+          s.methods.push_back(method::max);
+        else if (item == "percentile")
+          s.methods.push_back(method::percentile);
+        else if (item == "mse")
+          s.methods.push_back(method::mse);
+        else
+          throw usage_error("--method '" + item + "': expected entropy, max, percentile or mse");
+      }
+      if (!any) throw usage_error("--method '': expected entropy, max, percentile or mse");
+    } else if (a == "--rules") {
+      std::string v = w.value(a);
+      if (v == "tensorrt")
+        s.rules = rule_set::tensorrt;
+      else if (v == "mxnet")
+        s.rules = rule_set::mxnet;
+      else
+        throw usage_error("--rules '" + v + "': expected tensorrt or mxnet");
+    } else if (a == "--range") {
+      std::string v = w.value(a);
+      if (v == "two-pass" || v == "two_pass")
+        s.streaming = false;
+      else if (v == "streaming")
+        s.streaming = true;
+      else
+        throw usage_error("--range '" + v + "': expected two-pass or streaming");
+    } else if (a == "--bins") {
+      s.bins = static_cast<std::int32_t>(parse_int(a, w.value(a), 2, max_bins));
+    } else if (a == "--start-bin") {
+      s.start_bin = static_cast<std::int32_t>(parse_int(a, w.value(a), 1, max_bins));
+    } else if (a == "--stride") {
+      s.stride = static_cast<std::int32_t>(parse_int(a, w.value(a), 1, max_bins));
+    } else if (a == "--bits") {
+      s.bits = static_cast<std::int32_t>(parse_int(a, w.value(a), 2, 16));
+    } else if (a == "--unsigned") {
+      w.no_value(a);
+      s.is_unsigned = true;
+    } else if (a == "--percentile") {
+      s.percentile = parse_double(a, w.value(a), 0.0, 100.0);
+    } else if (a == "--threads") {
+      s.threads = static_cast<int>(parse_int(a, w.value(a), 0, 4096));
+    } else if (a == "--device") {
+      s.device = w.value(a);
+      if (s.device != "auto" && s.device != "gpu" && s.device != "cpu") {
+        throw usage_error("--device '" + s.device + "': expected auto, gpu or cpu");
+      }
+    } else if (a == "--cache") {
+      s.cache_path = w.value(a);
+    } else if (a == "--json") {
+      s.json_path = w.value(a);
+    } else if (a == "--csv") {
+      s.csv_path = w.value(a);
+    } else if (a == "--curves") {
+      s.curves_dir = w.value(a);
+    } else if (a == "--trt-version") {
+      s.trt_version = w.value(a);
+    } else if (a == "--force") {
+      w.no_value(a);
+      s.force = true;
+    } else if (a == "--quiet" || a == "-q") {
+      w.no_value(a);
+      s.quiet = true;
+    } else if (a.size() > 1 && a[0] == '-') {
+      throw usage_error("unknown option '" + a + "' (see klcal calibrate --help)");
+    } else {
+      s.inputs.push_back(a);
+    }
+  }
+  return calibrate(std::move(s));
+}
+
+}  // namespace klcal::cli

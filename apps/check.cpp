@@ -1,0 +1,272 @@
+// `klcal check`: recomputes stored scales with the brute-force reference and reports disagreements.
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <sstream>
+
+#include "args.hpp"
+#include "cli.hpp"
+#include "klcal/reference.hpp"
+
+namespace klcal::cli {
+namespace {
+
+const char* k_check_help = R"(usage: klcal check (--cache FILE | --json FILE) [options] INPUT...
+
+Recomputes every tensor of the cache or JSON with the brute-force reference (klcal::reference)
+and compares the stored fp32 scale bit for bit. JSON files written by `klcal calibrate --json`
+record the method and its parameters; a TensorRT cache does not, so it is checked with the
+options below (defaults: entropy, tensorrt rules, 2048 bins, two-pass range).
+
+  --method M       entropy|max|percentile|mse (cache only)
+  --rules R        tensorrt|mxnet (cache only)
+  --bins N         (cache only; default 2048, 8001 for mxnet)
+  --range R        two-pass|streaming (cache only)
+  --percentile P   (cache only)
+  --quiet, -q      print only disagreements
+
+Exit status 0 when every scale agrees, 1 when one differs or a tensor is missing.
+)";
+
+struct expectation {
+  std::string name;
+  float scale = 0.0f;
+  search_options opts{};
+  std::int32_t bins = 2048;
+  bool streaming = false;
+};
+
+std::string read_text(const std::string& path) {
+  auto src = formats::open_file(path);
+  std::string s(static_cast<std::size_t>(src->size()), '\0');
+  if (!s.empty() && src->read_at(0, s.data(), s.size()) != s.size()) {
+    throw error(errc::io_error, path + ": short read");
+  }
+  return s;
+}
+
+method parse_method(const std::string& v, const std::string& where) {
+  if (v == "entropy") return method::entropy;
+  if (v == "max") return method::max;
+  if (v == "percentile") return method::percentile;
+  if (v == "mse") return method::mse;
+  throw error(errc::format_error, where + ": unknown method '" + v + "'");
+}
+
+std::vector<expectation> from_json(const std::string& path) {
+  auto doc = formats::parse_json(read_text(path), path);
+  const auto* tensors = doc.find("tensors");
+  if (!tensors || tensors->type != formats::json_value::kind::object) {
+    throw error(errc::format_error, path + ": no \"tensors\" object");
+  }
+  std::vector<expectation> out;
+  for (const auto& kv : tensors->obj) {
+    const std::string where = path + ": tensor '" + kv.first + "'";
+    expectation e;
+    e.name = kv.first;
+    const auto& t = kv.second;
+    auto num = [&](const formats::json_value* obj, const char* key, double dflt) {
+      const auto* v = obj ? obj->find(key) : nullptr;
+      if (!v) return dflt;
+      if (v->type != formats::json_value::kind::number) {
+        throw error(errc::format_error, where + ": \"" + key + "\" is not a number");
+      }
+      return v->num;
+    };
+    const auto* hex = t.find("scale_hex");
+    if (hex && hex->type == formats::json_value::kind::string) {
+      auto c = formats::parse_cache("TRT-0-x\nx: " + hex->str + "\n", where);
+      e.scale = c.entries.at(0).scale;
+    } else {
+      const auto* sc = t.find("scale");
+      if (!sc || sc->type != formats::json_value::kind::number) {
+        throw error(errc::format_error, where + ": no \"scale\"");
+      }
+      e.scale = static_cast<float>(sc->num);  // exact: written from an fp32 with %.17g
+    }
+    const auto* m = t.find("method");
+    e.opts.meth =
+        parse_method(m && m->type == formats::json_value::kind::string ? m->str : "entropy", where);
+    const auto* p = t.find("params");
+    const auto* rules = p ? p->find("rules") : nullptr;
+    if (rules && rules->str == "mxnet") e.opts.rules = rule_set::mxnet;
+    const auto* range = p ? p->find("range") : nullptr;
+    e.streaming = range && range->str == "streaming";
+    e.bins =
+        static_cast<std::int32_t>(num(p, "bins", e.opts.rules == rule_set::mxnet ? 8001 : 2048));
+    e.opts.bits = static_cast<std::int32_t>(num(p, "bits", 8));
+    e.opts.start_bin = static_cast<std::int32_t>(num(p, "start_bin", 128));
+    e.opts.stride = static_cast<std::int32_t>(num(p, "stride", 1));
+    e.opts.percentile = num(p, "percentile", 99.99);
+    const auto* u = p ? p->find("unsigned") : nullptr;
+    e.opts.is_unsigned = u && u->type == formats::json_value::kind::boolean && u->b;
+    out.push_back(e);
+  }
+  return out;
+}
+
+}  // namespace
+
+int run_check(const std::vector<std::string>& args) {
+  std::string cache_path, json_path;
+  std::vector<std::string> inputs;
+  search_options cache_opts;
+  std::int32_t cache_bins = -1;
+  bool cache_streaming = false, quiet = false;
+  arg_walker w(args);
+  while (!w.done()) {
+    std::string a = w.next();
+    if (a == "--help" || a == "-h") {
+      std::cout << k_check_help;
+      return exit_ok;
+    } else if (a == "--cache") {
+      cache_path = w.value(a);
+    } else if (a == "--json") {
+      json_path = w.value(a);
+    } else if (a == "--method") {
+      std::string v = w.value(a);
+      if (v == "entropy")
+        cache_opts.meth = method::entropy;
+      else if (v == "max")
+        cache_opts.meth = method::max;
+      else if (v == "percentile")
+        cache_opts.meth = method::percentile;
+      else if (v == "mse")
+        cache_opts.meth = method::mse;
+      else
+        throw usage_error("--method '" + v + "': expected entropy, max, percentile or mse");
+    } else if (a == "--rules") {
+      std::string v = w.value(a);
+      if (v == "tensorrt")
+        cache_opts.rules = rule_set::tensorrt;
+      else if (v == "mxnet")
+        cache_opts.rules = rule_set::mxnet;
+      else
+        throw usage_error("--rules '" + v + "': expected tensorrt or mxnet");
+    } else if (a == "--bins") {
+      cache_bins = static_cast<std::int32_t>(parse_int(a, w.value(a), 2, max_bins));
+    } else if (a == "--range") {
+      std::string v = w.value(a);
+      if (v != "two-pass" && v != "streaming") {
+        throw usage_error("--range '" + v + "': expected two-pass or streaming");
+      }
+      cache_streaming = v == "streaming";
+    } else if (a == "--percentile") {
+      cache_opts.percentile = parse_double(a, w.value(a), 0.0, 100.0);
+    } else if (a == "--quiet" || a == "-q") {
+      w.no_value(a);
+      quiet = true;
+    } else if (a.size() > 1 && a[0] == '-') {
+      throw usage_error("unknown option '" + a + "' (see klcal check --help)");
+    } else {
+      inputs.push_back(a);
+    }
+  }
+  if (cache_path.empty() == json_path.empty()) {
+    throw usage_error("give exactly one of --cache FILE or --json FILE");
+  }
+  if (inputs.empty()) throw usage_error("no INPUT given (see klcal check --help)");
+
+  std::vector<expectation> expect;
+  if (!json_path.empty()) {
+    expect = from_json(json_path);
+  } else {
+    auto cache = formats::parse_cache(read_text(cache_path), cache_path);
+    if (cache_opts.meth == method::entropy && cache.algorithm != "EntropyCalibration2") {
+      warn(cache_path + ": algorithm tag '" + cache.algorithm +
+           "' but checking with --method entropy (pass --method to choose)");
+    }
+    if (cache_bins < 0) cache_bins = cache_opts.rules == rule_set::mxnet ? 8001 : 2048;
+    for (const auto& e : cache.entries) {
+      expect.push_back({e.name, e.scale, cache_opts, cache_bins, cache_streaming});
+    }
+  }
+  auto groups = collect_inputs(inputs);
+  std::map<std::string, const tensor_group*> by_name;
+  for (const auto& g : groups) by_name[g.name] = &g;
+
+  std::vector<std::vector<std::string>> rows = {
+      {"tensor", "method", "stored", "reference", "result"}};
+  int bad = 0;
+  std::map<std::string, bool> seen;
+  for (const auto& e : expect) {
+    seen[e.name] = true;
+    auto it = by_name.find(e.name);
+    if (it == by_name.end()) {
+      rows.push_back({e.name, method_name(e.opts.meth), formats::scale_hex(e.scale), "-",
+                      "MISSING (not in the inputs)"});
+      ++bad;
+      continue;
+    }
+    const bool mx = e.opts.meth == method::entropy && e.opts.rules == rule_set::mxnet;
+    histogram_spec spec;
+    std::vector<std::uint64_t> counts;
+    float max_abs = 0.0f;
+    formats::chunk c;
+    if (e.streaming) {
+      reference::streaming_histogram sh;
+      if (status st = sh.init(e.bins); !st.ok()) {
+        throw error(st, e.name + ": streaming histogram: " + to_string(st));
+      }
+      for (const auto& src : it->second->sources) {
+        auto r = src.open();
+        while (r.next(c)) (void)sh.add(c.data, c.type, c.n);
+      }
+      spec = sh.get().spec;
+      counts = sh.get().counts;
+      max_abs = sh.get().max_abs;
+    } else {
+      // Pass 1: the reference's own max |x| (any small histogram tracks it).
+      reference::histogram probe;
+      (void)reference::make_histogram(histogram_spec{layout::abs, 2, 0.0f, 1.0f}, &probe);
+      for (const auto& src : it->second->sources) {
+        auto r = src.open();
+        while (r.next(c)) (void)reference::add(probe, c.data, c.type, c.n);
+      }
+      max_abs = probe.max_abs;
+      float hi = max_abs > 0 ? max_abs : std::ldexp(1.0f, -64);
+      spec = mx ? histogram_spec{layout::signed_, e.bins, -hi, hi}
+                : histogram_spec{layout::abs, e.bins, 0.0f, hi};
+      reference::histogram h;
+      if (status st = reference::make_histogram(spec, &h); !st.ok()) {
+        throw error(st, e.name + ": " + to_string(st));
+      }
+      for (const auto& src : it->second->sources) {
+        auto r = src.open();
+        while (r.next(c)) (void)reference::add(h, c.data, c.type, c.n);
+      }
+      counts = std::move(h.counts);
+    }
+    reference::search_output out;
+    if (status st = reference::search(counts, spec, max_abs, e.opts, &out); !st.ok()) {
+      throw error(st, e.name + ": reference search: " + to_string(st));
+    }
+    float got = out.result.scale;
+    bool same = std::memcmp(&got, &e.scale, 4) == 0;
+    std::string res = "ok";
+    if (!same) {
+      ++bad;
+      double rel = got != 0 ? std::fabs(double(e.scale) - double(got)) / std::fabs(double(got))
+                            : std::numeric_limits<double>::infinity();
+      res = "DIFFERS (relative difference " + fmt_g(rel, 3) + ")";
+    }
+    if (!quiet || !same) {
+      rows.push_back({e.name, method_name(e.opts.meth), formats::scale_hex(e.scale),
+                      formats::scale_hex(got), res});
+    }
+  }
+  for (const auto& g : groups) {
+    if (!seen.count(g.name))
+      warn("tensor '" + g.name + "' is not in the " + (json_path.empty() ? "cache" : "JSON") +
+           ", not checked");
+  }
+  if (rows.size() > 1) print_table(rows, std::cout);
+  std::size_t n = expect.size();
+  std::cout << (bad ? "FAILED: " : "OK: ") << (n - bad) << " of " << n
+            << " scales equal the reference bit for bit\n";
+  return bad ? exit_check_failed : exit_ok;
+}
+
+}  // namespace klcal::cli
