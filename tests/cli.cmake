@@ -1,0 +1,16 @@
+# End-to-end tests of the klcal tool (label cpu): tests/cli/cli_e2e.py generates inputs with
+# NumPy, runs the built binary and checks the table, cache, JSON, CSV, curves, error messages,
+# and agreement with python_ref/calibrate.py. Exit code 77 = skipped (numpy/matplotlib missing).
+if(TARGET klcal_cli)
+  find_package(Python3 COMPONENTS Interpreter)
+  if(Python3_Interpreter_FOUND)
+    foreach(case calibrate methods python_ref demo bad_inputs degenerate inspect plot)
+      add_test(NAME cli_${case}
+               COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/cli/cli_e2e.py
+                       --klcal $<TARGET_FILE:klcal_cli> ${case})
+      set_tests_properties(cli_${case} PROPERTIES LABELS cpu SKIP_RETURN_CODE 77 TIMEOUT 900)
+    endforeach()
+  else()
+    message(STATUS "klcal: python3 not found, CLI end-to-end tests not registered")
+  endif()
+endif()
