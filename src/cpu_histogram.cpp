@@ -188,7 +188,6 @@ KLCAL_AVX2 void avx2_range(const unsigned char* in, std::int64_t b, std::int64_t
   std::uint32_t* s1 = sub + (bp.subs > 1 ? 1 : 0) * stride;
   std::uint32_t* s2 = sub + (bp.subs > 2 ? 2 : 0) * stride;
   std::uint32_t* s3 = sub + (bp.subs > 3 ? 3 : 0) * stride;
-  alignas(32) std::uint32_t idx[8];
 
   std::int64_t i = b;
   for (; i + 8 <= e; i += 8) {
@@ -209,15 +208,21 @@ KLCAL_AVX2 void avx2_range(const unsigned char* in, std::int64_t b, std::int64_t
       if (_mm256_movemask_epi8(_mm256_cmpeq_epi32(k, first)) == -1) {
         s0[_mm256_cvtsi256_si32(k)] += 8;
       } else {
-        _mm256_store_si256(reinterpret_cast<__m256i*>(idx), k);
-        s0[idx[0]] += 1;
-        s1[idx[1]] += 1;
-        s2[idx[2]] += 1;
-        s3[idx[3]] += 1;
-        s0[idx[4]] += 1;
-        s1[idx[5]] += 1;
-        s2[idx[6]] += 1;
-        s3[idx[7]] += 1;
+        // Two indices per 64-bit extraction: fewer uops than a store and eight reloads.
+        const __m128i klo = _mm256_castsi256_si128(k);
+        const __m128i khi = _mm256_extracti128_si256(k, 1);
+        const auto q0 = static_cast<std::uint64_t>(_mm_cvtsi128_si64(klo));
+        const auto q1 = static_cast<std::uint64_t>(_mm_extract_epi64(klo, 1));
+        const auto q2 = static_cast<std::uint64_t>(_mm_cvtsi128_si64(khi));
+        const auto q3 = static_cast<std::uint64_t>(_mm_extract_epi64(khi, 1));
+        s0[std::uint32_t(q0)] += 1;
+        s1[q0 >> 32] += 1;
+        s2[std::uint32_t(q1)] += 1;
+        s3[q1 >> 32] += 1;
+        s0[std::uint32_t(q2)] += 1;
+        s1[q2 >> 32] += 1;
+        s2[std::uint32_t(q3)] += 1;
+        s3[q3 >> 32] += 1;
       }
     }
     if constexpr (Stats) {
