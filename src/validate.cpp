@@ -23,6 +23,8 @@ status validate(const histogram_spec& spec, const search_options& o) noexcept {
   if (o.bits < 2 || o.bits > 16) return errc::invalid_bits;
   if (o.zero_bin != zero_bin_policy::copy_next && o.zero_bin != zero_bin_policy::keep)
     return errc::invalid_option;
+  // An unknown enum is outside its domain even where the option does not apply (numerics.md 6).
+  if (o.rules != rule_set::tensorrt && o.rules != rule_set::mxnet) return errc::invalid_option;
   switch (o.meth) {
     case method::max: return errc::ok;
     case method::percentile:

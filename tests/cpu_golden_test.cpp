@@ -1,5 +1,4 @@
-// The C++ reference against the NumPy goldens of tests/data (docs/testing.md), plus the reader
-// itself.
+// The C++ reference against the NumPy goldens of tests/data, plus the golden reader itself.
 #include <gtest/gtest.h>
 
 #include <algorithm>

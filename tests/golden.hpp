@@ -1,5 +1,4 @@
-// Header-only reader of the tests/data/*.golden files (docs/testing.md) and the documented
-// tolerances.
+// Header-only reader of tests/data/*.golden (docs/testing.md) and the documented tolerances.
 //
 // Usage (any test executable; KLCAL_TEST_DATA_DIR is defined by tests/CMakeLists.txt):
 //
