@@ -44,4 +44,21 @@ inline constexpr int hist_batch_tasks_per_launch = 256;
 /// Threads of the (single-block, in-place) pairwise fold kernel.
 inline constexpr int fold_block_threads = 1024;
 
+// ---- threshold search (kernels/search.cu) ---------------------------------------------------
+
+/// Threads per block of the search kernels; the tensorrt and mse candidates kernel gives each
+/// warp one candidate, the mxnet one gives each block one candidate (O(s) work per candidate).
+inline constexpr int search_block_threads = 256;
+
+/// Items per thread and tile of the prefix-sum block scan (a 2048-bin histogram is one tile).
+inline constexpr int search_prefix_items = 8;
+
+/// Tasks packed into the kernel parameters of one launch (80-byte descriptors; the parameter
+/// block stays below the 32764-byte limit of CUDA 12.1+ on sm_70+).
+inline constexpr int search_tasks_per_launch = 360;
+
+/// Upper bound of the candidate grid of one launch (grid.x <= 2^31 - 1, with margin); a chunk
+/// of tasks ends early when its candidate blocks would exceed it.
+inline constexpr std::int64_t search_max_blocks_per_launch = std::int64_t{1} << 30;
+
 }  // namespace klcal::detail

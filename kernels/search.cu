@@ -1,0 +1,421 @@
+// GPU threshold search (klcal::search): prefix-sum, candidate and finalize kernels plus dispatch.
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cub/block/block_scan.cuh>
+
+#include "common.cuh"
+#include "klcal/threshold.hpp"
+#include "klcal/types.hpp"
+#include "policy.cuh"
+#include "search.cuh"
+
+namespace klcal::detail::search {
+namespace {
+
+constexpr int threads = search_block_threads;
+constexpr int warps_per_block = threads / 32;
+constexpr double mxnet_eps = 1e-4;  // numerics.md 3
+
+__device__ inline double pos_inf() {
+  return __longlong_as_double(0x7ff0000000000000LL);
+}
+
+/// One element of the prefix scan: S, H and N of numerics.md 2.1 at once, so a single block
+/// scan (a fixed tree, hence bit-identical sums on every run) produces all three.
+struct prefix_item {
+  std::uint64_t s;
+  double h;
+  std::uint32_t n;
+};
+
+struct prefix_add {
+  __device__ prefix_item operator()(const prefix_item& a, const prefix_item& b) const {
+    return prefix_item{a.s + b.s, a.h + b.h, a.n + b.n};
+  }
+};
+
+/// The bin that holds the value 0 (numerics.md 5.3), by the binning rules of numerics.md 1.2.
+__device__ inline std::int64_t zero_bin_index(const task_desc& t) {
+  if (t.kind == static_cast<std::uint8_t>(layout::abs)) return 0;
+  const float scale = __fdiv_rn(static_cast<float>(t.bins), __fsub_rn(t.hi, t.lo));
+  const float v = __fmul_rn(__fsub_rn(0.0f, t.lo), scale);
+  if (v >= static_cast<float>(t.bins)) return t.bins - 1;
+  if (v < 0.0f) return 0;
+  return static_cast<std::int64_t>(floorf(v));
+}
+
+/// One block per task: S(k), N(k) (and H(k) for tensorrt entropy) for k = 0 .. bins into the
+/// task's workspace area, tile by tile with one block scan, plus the totals of task_meta.
+/// The arrays live in global memory (L2-resident for the usual sizes) so that all candidate
+/// blocks of a histogram share one copy; any bin count up to 2^24 works the same way.
+__global__ void __launch_bounds__(threads) search_prefix_kernel(const chunk ch, unsigned char* ws) {
+  const task_desc t = ch.tasks[blockIdx.x];
+  const area a = area_of(t, ws);
+  const std::int64_t bins = t.bins;
+  const std::uint64_t c0 = t.counts[0];
+  const std::uint64_t c1 = t.counts[1];
+  const bool with_h = t.tensorrt_entropy != 0;
+  using scan_t = cub::BlockScan<prefix_item, threads>;
+  __shared__ typename scan_t::TempStorage temp;
+  constexpr int items = search_prefix_items;
+  constexpr std::int64_t tile = std::int64_t{threads} * items;
+  prefix_item running{0, 0.0, 0};
+  for (std::int64_t base = 0; base < bins; base += tile) {
+    prefix_item v[items];
+    const std::int64_t first = base + std::int64_t{threadIdx.x} * items;
+#pragma unroll
+    for (int k = 0; k < items; ++k) {
+      const std::int64_t j = first + k;
+      std::uint64_t c = 0;
+      if (j < bins) c = (j == 0 && t.copy_next) ? c1 : t.counts[j];
+      v[k].s = c;
+      v[k].n = c != 0 ? 1u : 0u;
+      const double cd = static_cast<double>(c);
+      v[k].h = (with_h && c > 1) ? cd * log(cd) : 0.0;  // 0 ln 0 = 1 ln 1 = 0
+    }
+    prefix_item aggregate;
+    scan_t(temp).ExclusiveScan(v, v, prefix_item{0, 0.0, 0}, prefix_add{}, aggregate);
+#pragma unroll
+    for (int k = 0; k < items; ++k) {
+      const std::int64_t j = first + k;
+      if (j < bins) {
+        a.s[j] = running.s + v[k].s;
+        a.n[j] = running.n + v[k].n;
+        if (with_h) a.h[j] = running.h + v[k].h;
+      }
+    }
+    running = prefix_add{}(running, aggregate);
+    __syncthreads();  // temp is reused by the next tile
+  }
+  if (threadIdx.x == 0) {
+    a.s[bins] = running.s;
+    a.n[bins] = running.n;
+    if (with_h) a.h[bins] = running.h;
+    task_meta m;
+    m.total = t.copy_next ? running.s - c1 + c0 : running.s;
+    m.zero_bin = t.counts[zero_bin_index(t)];
+    m.c0 = c0;
+    m.c1 = c1;
+    *a.meta = m;
+  }
+}
+
+/// Block-wide sum of up to three values (a double and two counters) in a fixed order: a
+/// shfl_down tree per warp, then every thread adds the warp totals in warp order, so all
+/// threads get the same bits. `shared` holds one entry per warp and is free again on return.
+struct block_sums {
+  double x;
+  std::int32_t a;
+  std::int32_t b;
+};
+
+__device__ inline block_sums block_sum(block_sums v, block_sums* shared) {
+  for (int offset = 16; offset > 0; offset /= 2) {
+    v.x += __shfl_down_sync(0xffffffffu, v.x, offset);
+    v.a += __shfl_down_sync(0xffffffffu, v.a, offset);
+    v.b += __shfl_down_sync(0xffffffffu, v.b, offset);
+  }
+  if (threadIdx.x % 32 == 0) shared[threadIdx.x / 32] = v;
+  __syncthreads();
+  block_sums total = shared[0];
+  for (int w = 1; w < warps_per_block; ++w) {
+    total.x += shared[w].x;
+    total.a += shared[w].a;
+    total.b += shared[w].b;
+  }
+  __syncthreads();  // shared may be reused by the caller
+  return total;
+}
+
+/// One mxnet candidate per block (numerics.md 3): pass 1 counts zeros and sums Q, pass 2 sums
+/// the smoothed KL terms; both are block reductions in a fixed order.
+__device__ void mxnet_block(const task_desc& t, const area& a, std::int32_t candidate) {
+  __shared__ block_sums scratch[warps_per_block];
+  const std::int64_t levels = t.levels;
+  const std::int64_t z = t.bins / 2;
+  const std::int64_t i = levels / 2 + candidate;
+  mxnet_window w;
+  w.c = t.counts;
+  w.s = a.s;
+  w.n = a.n;
+  w.first = z - i;
+  w.size = 2 * i + 1;
+  w.per_level = w.size / levels;
+  w.levels = levels;
+  w.total = a.s[t.bins];
+
+  block_sums acc{0.0, 0, 0};  // sum Q, zeros of P, zeros of Q
+  for (std::int64_t k = threadIdx.x; k < w.size; k += threads) {
+    const std::uint64_t p = w.p(k);
+    const double q = w.q(k, p);
+    acc.x += q;
+    acc.a += p == 0 ? 1 : 0;
+    acc.b += q == 0.0 ? 1 : 0;
+  }
+  acc = block_sum(acc, scratch);
+  // Every thread derives the same smoothing constants from the same totals.
+  const double size = static_cast<double>(w.size);
+  const double nonzero_p = size - acc.a;
+  const double nonzero_q = size - acc.b;
+  const double dp = nonzero_p > 0 ? mxnet_eps * acc.a / nonzero_p : 0.0;
+  const double dq = nonzero_q > 0 ? mxnet_eps * acc.b / nonzero_q : 0.0;
+  const bool finite = nonzero_p > 0 && nonzero_q > 0 && dp < 1.0 && dq < 1.0;
+  const double sum_q = acc.x;
+  const double sum_p = static_cast<double>(w.total);
+  block_sums kl{0.0, 0, 0};
+  if (finite) {  // uniform per block
+    for (std::int64_t k = threadIdx.x; k < w.size; k += threads) {
+      const std::uint64_t p = w.p(k);
+      const double q = w.q(k, p);
+      const double pk = (p == 0 ? mxnet_eps : static_cast<double>(p) - dp) / sum_p;
+      const double qk = (q == 0.0 ? mxnet_eps : q - dq) / sum_q;
+      kl.x += pk * log(pk / qk);
+    }
+    kl = block_sum(kl, scratch);
+  }
+  if (threadIdx.x == 0) {
+    const double v = finite ? kl.x : pos_inf();
+    if (t.curve != nullptr) t.curve[candidate] = v;
+    a.partials[candidate] = partial{isnan(v) ? pos_inf() : v, candidate, 0};
+  }
+}
+
+/// Candidate blocks of every task of the chunk: tensorrt entropy and mse give each warp one
+/// candidate (O(levels) resp. O(bins) work) and reduce the block's warps to one partial argmin;
+/// mxnet gives each block one candidate. Writes the curve when asked for.
+__global__ void __launch_bounds__(threads)
+    search_candidates_kernel(const chunk ch, unsigned char* ws) {
+  // The task of this block: the last one whose first block is <= blockIdx.x (tasks without
+  // candidate blocks share their begin with the next task and are never selected).
+  const std::int32_t b = static_cast<std::int32_t>(blockIdx.x);
+  int lo = 0, hi = ch.count - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (ch.block_begin[mid] <= b) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  const task_desc t = ch.tasks[lo];
+  const area a = area_of(t, ws);
+  const std::int32_t local = b - ch.block_begin[lo];
+  if (t.mxnet_entropy) {  // uniform per block
+    mxnet_block(t, a, local);
+    return;
+  }
+  __shared__ partial best[warps_per_block];
+  const int warp = static_cast<int>(threadIdx.x) / 32;
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  const std::int64_t k = std::int64_t{local} * warps_per_block + warp;
+  partial mine{0.0, -1, 0};
+  if (k < t.num_candidates) {  // uniform per warp
+    const std::int64_t i = t.start_bin + k * t.stride;
+    const double v =
+        t.tensorrt_entropy ? tensorrt_candidate(t, a, i, lane) : mse_candidate(t, i, lane);
+    if (lane == 0 && t.curve != nullptr) t.curve[k] = v;
+    mine = partial{isnan(v) ? pos_inf() : v, static_cast<std::int32_t>(k), 0};
+  }
+  if (lane == 0) best[warp] = mine;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    partial r = best[0];
+    for (int w = 1; w < warps_per_block; ++w) r = prefer(r, best[w], t.tensorrt_entropy != 0);
+    a.partials[local] = r;
+  }
+}
+
+/// One block per task: the argmin over the task's partials (fixed tree; the order does not
+/// matter anyway, see prefer()), then the search_result of numerics.md 5.
+__global__ void __launch_bounds__(threads)
+    search_finalize_kernel(const chunk ch, unsigned char* ws, search_result* results) {
+  const task_desc t = ch.tasks[blockIdx.x];
+  const area a = area_of(t, ws);
+  const bool largest_wins = t.tensorrt_entropy != 0;
+  __shared__ partial red[threads];
+  partial mine{0.0, -1, 0};
+  for (std::int32_t b = threadIdx.x; b < t.num_blocks; b += threads)
+    mine = prefer(mine, a.partials[b], largest_wins);
+  red[threadIdx.x] = mine;
+  __syncthreads();
+  for (int step = threads / 2; step > 0; step /= 2) {
+    if (static_cast<int>(threadIdx.x) < step)
+      red[threadIdx.x] = prefer(red[threadIdx.x], red[threadIdx.x + step], largest_wins);
+    __syncthreads();
+  }
+  if (threadIdx.x != 0) return;
+  const partial best = red[0];
+  const task_meta m = *a.meta;
+  search_result r{};
+  if (m.total == m.zero_bin) {  // empty or all-zero: numerics.md 5.3
+    r.degenerate = true;
+    results[ch.first_task + blockIdx.x] = r;
+    return;
+  }
+  const std::int64_t bins = t.bins;
+  const double w = static_cast<double>(t.hi) / static_cast<double>(bins);
+  const double total = static_cast<double>(m.total);
+  const std::uint64_t* s = a.s;
+  switch (static_cast<method>(t.meth)) {
+    case method::max:
+      r.amax = static_cast<double>(t.max_abs);
+      r.index = static_cast<std::int32_t>(bins);
+      break;
+    case method::percentile: {
+      // First k with S(k+1) / T >= p / 100 (monotone in k, so a binary search finds it).
+      const double target = t.percentile / 100.0;
+      std::int64_t lo = 0, hi = bins - 1;
+      while (lo < hi) {
+        const std::int64_t mid = (lo + hi) / 2;
+        if (static_cast<double>(s[mid + 1]) / total >= target) {
+          hi = mid;
+        } else {
+          lo = mid + 1;
+        }
+      }
+      r.index = static_cast<std::int32_t>(lo);
+      r.amax = static_cast<double>(lo) * w;
+      r.clipped_fraction = static_cast<double>(m.total - s[lo]) / total;
+      break;
+    }
+    case method::mse: {
+      const std::int64_t i = t.start_bin + std::int64_t{best.candidate} * t.stride;
+      r.index = static_cast<std::int32_t>(i);
+      r.amax = (static_cast<double>(i) + 0.5) * w;
+      r.score = best.value;
+      r.clipped_fraction = static_cast<double>(m.total - s[i + 1]) / total;
+      break;
+    }
+    case method::entropy: {
+      std::int64_t i = 0;
+      if (t.mxnet_entropy) {
+        const std::int64_t z = bins / 2;
+        i = t.levels / 2 + best.candidate;
+        r.amax = (static_cast<double>(i) + 0.5) *
+                 (2.0 * static_cast<double>(t.hi) / static_cast<double>(bins));
+        r.clipped_fraction = static_cast<double>(m.total - (s[z + i + 1] - s[z - i])) / total;
+      } else {
+        i = t.start_bin + std::int64_t{best.candidate} * t.stride;
+        r.amax = static_cast<double>(i) * w;
+        // S was taken over the copy_next-modified counts; bins >= 1 differ by c1 - c0.
+        std::uint64_t kept = s[i];
+        if (t.copy_next) kept = kept - m.c1 + m.c0;
+        r.clipped_fraction = static_cast<double>(m.total - kept) / total;
+      }
+      r.index = static_cast<std::int32_t>(i);
+      r.score = best.value;
+      r.degenerate = isinf(best.value);
+      break;
+    }
+  }
+  r.scale = __fdiv_rn(static_cast<float>(r.amax), static_cast<float>(t.qmax));
+  results[ch.first_task + blockIdx.x] = r;
+}
+
+/// The kernel-side descriptor of one host task (without its workspace offset) and the size of
+/// its workspace area. Precondition: validate(task.spec, task.opts).ok().
+task_desc describe(const search_task& task, std::uint64_t* area_bytes) noexcept {
+  const search_options& o = task.opts;
+  task_desc d{};
+  d.counts = task.d_counts;
+  d.curve = task.d_curve;
+  d.percentile = o.percentile;
+  d.bins = task.spec.bins;
+  d.lo = task.spec.lo;
+  d.hi = task.spec.hi;
+  d.max_abs = task.max_abs;
+  d.start_bin = o.start_bin;
+  d.stride = o.stride;
+  d.meth = static_cast<std::uint8_t>(o.meth);
+  d.kind = static_cast<std::uint8_t>(task.spec.kind);
+  const bool entropy = o.meth == method::entropy;
+  d.mxnet_entropy = entropy && o.rules == rule_set::mxnet;
+  d.tensorrt_entropy = entropy && !d.mxnet_entropy;
+  d.copy_next = d.tensorrt_entropy && o.zero_bin == zero_bin_policy::copy_next;
+  d.levels = d.mxnet_entropy ? (1 << o.bits) - 1 : 1 << (o.is_unsigned ? o.bits : o.bits - 1);
+  d.qmax = d.mxnet_entropy ? (1 << (o.bits - 1)) - 1 : klcal::qmax(o);
+  const std::int64_t candidates = candidate_count(task.spec, o);
+  d.num_candidates = static_cast<std::int32_t>(candidates);
+  std::int64_t blocks = 0;
+  if (d.mxnet_entropy) {
+    blocks = candidates;
+  } else if (d.tensorrt_entropy || o.meth == method::mse) {
+    blocks = (candidates + warps_per_block - 1) / warps_per_block;
+  }
+  d.num_blocks = static_cast<std::int32_t>(blocks);
+  *area_bytes = layout_of(d.bins, d.tensorrt_entropy != 0, blocks).bytes;
+  return d;
+}
+
+status launch(const chunk& ch, std::int32_t candidate_blocks, unsigned char* ws,
+              search_result* d_results, cudaStream_t stream) noexcept {
+  search_prefix_kernel<<<ch.count, threads, 0, stream>>>(ch, ws);
+  KLCAL_TRY(cudaGetLastError());
+  if (candidate_blocks > 0) {
+    search_candidates_kernel<<<candidate_blocks, threads, 0, stream>>>(ch, ws);
+    KLCAL_TRY(cudaGetLastError());
+  }
+  search_finalize_kernel<<<ch.count, threads, 0, stream>>>(ch, ws, d_results);
+  KLCAL_TRY(cudaGetLastError());
+  return errc::ok;
+}
+
+}  // namespace
+}  // namespace klcal::detail::search
+
+namespace klcal {
+
+status search(void* d_temp, std::size_t& temp_bytes, const search_task* h_tasks,
+              std::int32_t num_tasks, search_result* d_results, cudaStream_t stream) noexcept {
+  using namespace detail::search;
+  if (num_tasks < 0) return errc::invalid_count;
+  if (num_tasks > 0 && (h_tasks == nullptr || d_results == nullptr)) return errc::null_pointer;
+  // Checked in both phases, so a size query already reports bad arguments.
+  std::uint64_t areas = 0;
+  for (std::int32_t k = 0; k < num_tasks; ++k) {
+    KLCAL_CHECK(validate(h_tasks[k].spec, h_tasks[k].opts));
+    if (h_tasks[k].d_counts == nullptr) return errc::null_pointer;
+    std::uint64_t bytes = 0;
+    (void)describe(h_tasks[k], &bytes);
+    areas += bytes;
+  }
+  // ws_align of slack lets any d_temp alignment work.
+  const std::uint64_t required = num_tasks == 0 ? 0 : areas + ws_align;
+  if (d_temp == nullptr) {
+    temp_bytes = static_cast<std::size_t>(required);
+    return errc::ok;
+  }
+  if (temp_bytes < required) return errc::workspace_too_small;
+  if (num_tasks == 0) return errc::ok;
+
+  const auto base = reinterpret_cast<std::uintptr_t>(d_temp);
+  auto* ws = reinterpret_cast<unsigned char*>(align_up(base, ws_align));
+  chunk ch{};  // ~30 KB, host stack
+  ch.count = 0;
+  std::int64_t blocks = 0;
+  std::uint64_t offset = 0;
+  for (std::int32_t k = 0; k < num_tasks; ++k) {
+    std::uint64_t bytes = 0;
+    task_desc d = describe(h_tasks[k], &bytes);
+    if (ch.count == detail::search_tasks_per_launch ||
+        (ch.count > 0 && blocks + d.num_blocks > detail::search_max_blocks_per_launch)) {
+      ch.block_begin[ch.count] = static_cast<std::int32_t>(blocks);
+      KLCAL_CHECK(launch(ch, static_cast<std::int32_t>(blocks), ws, d_results, stream));
+      ch.count = 0;
+      blocks = 0;
+    }
+    if (ch.count == 0) ch.first_task = k;
+    d.ws_offset = offset;
+    offset += bytes;
+    ch.block_begin[ch.count] = static_cast<std::int32_t>(blocks);
+    ch.tasks[ch.count] = d;
+    ++ch.count;
+    blocks += d.num_blocks;
+  }
+  ch.block_begin[ch.count] = static_cast<std::int32_t>(blocks);
+  return launch(ch, static_cast<std::int32_t>(blocks), ws, d_results, stream);
+}
+
+}  // namespace klcal
