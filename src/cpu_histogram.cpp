@@ -16,18 +16,9 @@
 #include <thread>
 #include <vector>
 
+#include "cpu_isa.hpp"
 #include "cpu_policy.hpp"
 #include "klcal/cpu.hpp"
-
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
-#define KLCAL_CPU_X86 1
-#include <immintrin.h>
-// AVX2 code lives in functions with this attribute and is only called after a runtime check, so
-// the library still builds and runs on any x86-64 (the rest is compiled for the baseline ISA).
-#define KLCAL_AVX2 __attribute__((target("avx2,f16c,popcnt")))
-#else
-#define KLCAL_CPU_X86 0
-#endif
 
 namespace klcal::cpu {
 namespace {
@@ -148,15 +139,6 @@ void scalar_range(const unsigned char* in, std::int64_t b, std::int64_t e, const
 }
 
 #if KLCAL_CPU_X86
-bool cpu_has_avx2() noexcept {
-  static const bool ok = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") &&
-           __builtin_cpu_supports("popcnt");
-  }();
-  return ok;
-}
-
 template <dtype T>
 KLCAL_AVX2 inline __m256 load8(const unsigned char* p) noexcept {
   if constexpr (T == dtype::f32) {
@@ -263,7 +245,7 @@ using range_fn = void (*)(const unsigned char*, std::int64_t, std::int64_t, cons
 template <dtype T, bool Signed, bool Bins, bool Stats>
 range_fn pick_for() noexcept {
 #if KLCAL_CPU_X86
-  if (cpu_has_avx2()) return &avx2_range<T, Signed, Bins, Stats>;
+  if (detail::cpu_use_avx2()) return &avx2_range<T, Signed, Bins, Stats>;
 #endif
   return &scalar_range<T, Signed, Bins, Stats>;
 }

@@ -17,12 +17,9 @@
 #include <thread>
 #include <vector>
 
+#include "cpu_isa.hpp"
 #include "cpu_policy.hpp"
 #include "klcal/cpu.hpp"
-
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-#endif
 
 namespace klcal::cpu {
 namespace {
@@ -76,18 +73,7 @@ double xlnx(double x) noexcept {
 
 // ---- natural log of many values ------------------------------------------------------------
 
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
-#define KLCAL_CPU_SEARCH_X86 1
-#define KLCAL_AVX2 __attribute__((target("avx2")))
-
-bool cpu_has_avx2() noexcept {
-  static const bool ok = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") != 0;
-  }();
-  return ok;
-}
-
+#if KLCAL_CPU_X86
 KLCAL_AVX2 inline __m256d splat(double v) noexcept {
   return _mm256_set1_pd(v);
 }
@@ -139,14 +125,12 @@ KLCAL_AVX2 void log_inplace_avx2(double* x, std::int64_t n) noexcept {
     for (std::int64_t k = i; k < n; ++k) x[k] = tmp[k - i];
   }
 }
-#else
-#define KLCAL_CPU_SEARCH_X86 0
 #endif
 
 /// x[k] := ln x[k] for positive, finite, normal values.
 void log_inplace(double* x, std::int64_t n) noexcept {
-#if KLCAL_CPU_SEARCH_X86
-  if (cpu_has_avx2()) {
+#if KLCAL_CPU_X86
+  if (detail::cpu_use_avx2()) {
     log_inplace_avx2(x, n);
     return;
   }
