@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Builds the .npy/.npz libFuzzer targets with clang (ASan + UBSan) and runs each for N seconds.
+# Usage: scripts/fuzz.sh [SECONDS]   (default 30; .ci/run calls it). Needs clang with libFuzzer.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-30}
+build=${KLCAL_FUZZ_BUILD_DIR:-build-fuzz}
+cxx=${CXX_FUZZ:-$(command -v clang++ || command -v clang++-14 || true)}
+if [ -z "$cxx" ]; then
+  echo "fuzz.sh: clang++ not found; install clang (libFuzzer) to run the fuzzers" >&2
+  exit 1
+fi
+# The library is instrumented for coverage too (fuzzer-no-link), so mutations can follow the
+# parsers' branches; the fuzz targets themselves link libFuzzer (tests/fuzz/CMakeLists.txt).
+mkdir -p "$build"
+fuzz_bin="$build/tests/fuzz"
+if cmake -S . -B "$build" -DCMAKE_CXX_COMPILER="$cxx" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+     -DKLCAL_ENABLE_CUDA=OFF -DKLCAL_BUILD_FUZZERS=ON -DKLCAL_BUILD_TESTS=OFF \
+     -DKLCAL_BUILD_BENCH=OFF -DKLCAL_BUILD_APPS=OFF \
+     -DCMAKE_CXX_FLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all" \
+     >"$build/cmake.log" 2>&1 &&
+   cmake --build "$build" -j2 --target npy_fuzz npz_fuzz >>"$build/cmake.log" 2>&1; then
+  echo "fuzz.sh: built with CMake (KLCAL_BUILD_FUZZERS=ON) in $build"
+else
+  # The parsers depend only on src/formats_*.cpp, src/status.cpp and zlib: when some other part
+  # of the library does not build with this clang, build the fuzzers from those files directly.
+  echo "fuzz.sh: the CMake build failed (see $build/cmake.log, last lines below);" \
+       "building the fuzzers from the format sources directly" >&2
+  tail -n 5 "$build/cmake.log" >&2
+  fuzz_bin="$build/direct"
+  mkdir -p "$fuzz_bin"
+  for t in npy npz; do
+    "$cxx" -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+      -Iinclude "tests/fuzz/${t}_fuzz.cpp" src/formats_*.cpp src/status.cpp -lz \
+      -o "$fuzz_bin/${t}_fuzz"
+  done
+fi
+
+# Seed corpus: small valid files of every supported flavour (written by NumPy when available,
+# otherwise by the python zipfile/struct modules only).
+corpus="$build/corpus"
+rm -rf "$corpus"
+mkdir -p "$corpus/npy" "$corpus/npz"
+python3 - "$corpus" <<'PY'
+import io, os, struct, sys, zipfile
+out = sys.argv[1]
+def npy(descr, shape, payload, major=1, fortran=False):
+    h = "{'descr': '%s', 'fortran_order': %s, 'shape': %s, }" % (descr, fortran, shape)
+    pre = 10 if major == 1 else 12
+    h += " " * ((64 - (pre + len(h) + 1) % 64) % 64) + "\n"
+    ln = struct.pack("<H", len(h)) if major == 1 else struct.pack("<I", len(h))
+    return b"\x93NUMPY" + bytes([major, 0]) + ln + h.encode() + payload
+f4 = struct.pack("<4f", 1.5, -2.0, 0.0, float("nan"))
+seeds = {
+    "f4_v1": npy("<f4", "(4,)", f4),
+    "f4_v2": npy("<f4", "(2, 2)", f4, major=2),
+    "f4_v3": npy("<f4", "(1, 4)", f4, major=3, fortran=True),
+    "f2": npy("<f2", "(3,)", struct.pack("<3H", 0x3c00, 0x7c00, 0x0001)),
+    "f8": npy("<f8", "(2,)", struct.pack("<2d", 1e300, -0.1)),
+    "scalar": npy("<f4", "()", struct.pack("<f", 3.0)),
+    "empty": npy("<f4", "(0, 3)", b""),
+}
+for k, v in seeds.items():
+    open(os.path.join(out, "npy", k), "wb").write(v)
+for name, comp in (("stored", zipfile.ZIP_STORED), ("deflate", zipfile.ZIP_DEFLATED)):
+    b = io.BytesIO()
+    with zipfile.ZipFile(b, "w", comp) as z:
+        z.writestr("a.npy", seeds["f4_v1"])
+        z.writestr("b:c d.npy", seeds["f2"])
+    open(os.path.join(out, "npz", name), "wb").write(b.getvalue())
+b = io.BytesIO()
+with zipfile.ZipFile(b, "w", zipfile.ZIP_DEFLATED) as z:
+    with z.open("z.npy", "w", force_zip64=True) as f:  # what numpy.savez writes
+        f.write(seeds["f8"])
+open(os.path.join(out, "npz", "zip64"), "wb").write(b.getvalue())
+PY
+
+for t in npy npz; do
+  echo "== ${t}_fuzz for ${secs}s"
+  mkdir -p "$build/work-$t"
+  "$fuzz_bin/${t}_fuzz" -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2048 \
+    -print_final_stats=1 "$build/work-$t" "$corpus/$t" 2>&1 | tail -n 12
+done
+echo "fuzz.sh: both fuzzers ran ${secs}s without a crash"
