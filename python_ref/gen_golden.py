@@ -479,7 +479,6 @@ def cases():
                        S("percentile", percentile=float("nan"), error="invalid_percentile"),
                        S("percentile", percentile=float("inf"), error="invalid_percentile"),
                        S("max", bits=1, error="invalid_bits"),
-                       S(rules="mxnet", error="layout_mismatch"),
                        S(start_bin=8, bits=2),
                        S("mse", start_bin=7, bits=2)]))
     add(Case("err_search_signed", "search errors on a valid signed histogram (B = 9, [-1, 1))",
@@ -489,8 +488,11 @@ def cases():
                        S("mse", start_bin=2, error="layout_mismatch"),
                        S(rules="mxnet", bits=2, unsigned=1, error="invalid_option"),
                        S(rules="mxnet", bits=4, error="start_bin_out_of_range"),
-                       S(rules="mxnet", bits=17, error="invalid_bits"),
+                       S(rules="mxnet", bits=1, error="invalid_bits"),
                        S(rules="mxnet", bits=3)]))
+    add(Case("err_mxnet_on_abs", "mxnet on an abs histogram (odd B = 255, so only the layout is wrong)",
+             range_kind="counts", bins=255, lo=0.0, hi=1.0, counts=[1] * 255,
+             searches=[S(rules="mxnet", error="layout_mismatch"), S(start_bin=250)]))
     add(Case("err_mxnet_even_bins", "mxnet on a signed histogram with even B", layout="signed",
              range_kind="counts", bins=8, lo=-1.0, hi=1.0, counts=[1, 2, 3, 4, 4, 3, 2, 1],
              searches=[S(rules="mxnet", bits=2, error="bins_not_odd")]))
