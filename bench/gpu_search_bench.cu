@@ -1,0 +1,161 @@
+// GPU threshold search benchmarks: latency of one and of batched klcal::search calls.
+#include <benchmark/benchmark.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "klcal/threshold.hpp"
+
+// Timing follows rmm's benchmark helper: CUDA events around the call on a non-blocking stream,
+// manual time. The counts stay in L2 between iterations on purpose: a search runs right after
+// the histogram kernels that wrote them, and it is compute-bound (logs in fp64), not
+// bandwidth-bound. The timed region includes the host-side argument checks and the packing of
+// the task descriptors into kernel parameters, i.e. the latency a caller sees.
+
+namespace {
+
+#define BENCH_CUDA(expr)                                                                         \
+  do {                                                                                           \
+    const cudaError_t e_ = (expr);                                                               \
+    if (e_ != cudaSuccess) {                                                                     \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                              \
+    }                                                                                            \
+  } while (0)
+
+struct globals {
+  cudaStream_t stream = nullptr;
+  cudaEvent_t start = nullptr, stop = nullptr;
+} g;
+
+/// A post-ReLU-like histogram with noise (seeded: every run sees the same counts).
+std::vector<std::uint64_t> make_counts(std::int32_t bins, bool centred, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(0.5, 1.5);
+  std::vector<std::uint64_t> c(static_cast<std::size_t>(bins));
+  for (std::int32_t j = 0; j < bins; ++j) {
+    const double x = centred ? (j - bins / 2) * 8.0 / bins : j * 4.0 / bins;
+    c[static_cast<std::size_t>(j)] =
+        static_cast<std::uint64_t>(1e6 * std::exp(-x * x / 2) * u(rng));
+  }
+  if (!centred) c[0] += std::uint64_t{1} << 28;  // the zero spike
+  return c;
+}
+
+/// Times klcal::search over `num` histograms of `bins` bins with options `o`, one call.
+void bm_search(benchmark::State& state, std::int32_t bins, int num, klcal::search_options o,
+               bool with_curve) {
+  const bool mxnet = o.rules == klcal::rule_set::mxnet;
+  klcal::histogram_spec spec;
+  spec.kind = mxnet ? klcal::layout::signed_ : klcal::layout::abs;
+  spec.bins = bins;
+  spec.lo = mxnet ? -3.0f : 0.0f;
+  spec.hi = 3.0f;
+  const std::int64_t curve_len = klcal::candidate_count(spec, o);
+  std::uint64_t* d_counts = nullptr;
+  double* d_curves = nullptr;
+  klcal::search_result* d_results = nullptr;
+  BENCH_CUDA(cudaMalloc(&d_counts, std::size_t(num) * bins * 8));
+  BENCH_CUDA(cudaMalloc(&d_curves, std::size_t(num) * curve_len * 8));
+  BENCH_CUDA(cudaMalloc(&d_results, std::size_t(num) * sizeof(klcal::search_result)));
+  std::vector<klcal::search_task> tasks(static_cast<std::size_t>(num));
+  for (int k = 0; k < num; ++k) {
+    const auto h = make_counts(bins, mxnet, static_cast<std::uint64_t>(k));
+    BENCH_CUDA(cudaMemcpy(d_counts + std::size_t(k) * bins, h.data(), h.size() * 8,
+                          cudaMemcpyHostToDevice));
+    tasks[k].d_counts = d_counts + std::size_t(k) * bins;
+    tasks[k].spec = spec;
+    tasks[k].opts = o;
+    tasks[k].d_curve = with_curve ? d_curves + std::size_t(k) * curve_len : nullptr;
+  }
+  std::size_t temp_bytes = 0;
+  if (!klcal::search(nullptr, temp_bytes, tasks.data(), num, d_results, g.stream).ok()) {
+    state.SkipWithError("size query failed");
+    return;
+  }
+  void* d_temp = nullptr;
+  BENCH_CUDA(cudaMalloc(&d_temp, temp_bytes));
+  for (auto _ : state) {
+    BENCH_CUDA(cudaEventRecord(g.start, g.stream));
+    const klcal::status s =
+        klcal::search(d_temp, temp_bytes, tasks.data(), num, d_results, g.stream);
+    BENCH_CUDA(cudaEventRecord(g.stop, g.stream));
+    BENCH_CUDA(cudaEventSynchronize(g.stop));
+    if (!s.ok()) {
+      state.SkipWithError(klcal::to_string(s).c_str());
+      break;
+    }
+    float ms = 0.0f;
+    BENCH_CUDA(cudaEventElapsedTime(&ms, g.start, g.stop));
+    state.SetIterationTime(ms / 1e3);
+  }
+  state.SetItemsProcessed(state.iterations() * num);  // histograms per second
+  state.counters["candidates"] = static_cast<double>(curve_len);
+  state.counters["temp_MiB"] = static_cast<double>(temp_bytes) / (1 << 20);
+  BENCH_CUDA(cudaFree(d_temp));
+  BENCH_CUDA(cudaFree(d_results));
+  BENCH_CUDA(cudaFree(d_curves));
+  BENCH_CUDA(cudaFree(d_counts));
+}
+
+bool init_device() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  int dev = 0;
+  BENCH_CUDA(cudaGetDevice(&dev));
+  cudaDeviceProp p{};
+  BENCH_CUDA(cudaGetDeviceProperties(&p, dev));
+  benchmark::AddCustomContext("device", p.name);
+  benchmark::AddCustomContext("compute_capability",
+                              std::to_string(p.major) + "." + std::to_string(p.minor));
+  benchmark::AddCustomContext("sms", std::to_string(p.multiProcessorCount));
+  BENCH_CUDA(cudaStreamCreateWithFlags(&g.stream, cudaStreamNonBlocking));
+  BENCH_CUDA(cudaEventCreate(&g.start));
+  BENCH_CUDA(cudaEventCreate(&g.stop));
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (!init_device()) {
+    std::printf("gpu_search_bench: no CUDA device, GPU benchmarks skipped\n");
+    return 0;
+  }
+  struct config {
+    const char* name;
+    std::int32_t bins;
+    int num;
+    bool mxnet;
+  };
+  // Targets (docs/design.md): tensorrt 2048 bins <= 20 us for one, <= 1 ms for 1000;
+  // mxnet 8001 bins <= 100 us for one, <= 2 ms for 100.
+  const config configs[] = {{"tensorrt/bins:2048/histograms:1", 2048, 1, false},
+                            {"tensorrt/bins:2048/histograms:1000", 2048, 1000, false},
+                            {"mxnet/bins:8001/histograms:1", 8001, 1, true},
+                            {"mxnet/bins:8001/histograms:100", 8001, 100, true}};
+  for (const config& c : configs) {
+    for (bool curve : {false, true}) {
+      const klcal::search_options o =
+          c.mxnet ? klcal::search_options::mxnet() : klcal::search_options::tensorrt();
+      benchmark::RegisterBenchmark(
+          (std::string("search/") + c.name + (curve ? "/curve" : "")).c_str(),
+          [=](benchmark::State& s) { bm_search(s, c.bins, c.num, o, curve); })
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond);
+    }
+  }
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
