@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -138,6 +139,27 @@ TEST_P(golden_file_test, reference_matches) {
       ASSERT_EQ(build(gc, true, &rev), errc::ok);
       EXPECT_EQ(rev.counts, h.counts);
       EXPECT_EQ(bits_of(rev.spec.hi), bits_of(h.spec.hi));
+    }
+    if (gc.range == golden_range::streaming) {
+      // Two streaming histograms over alternate batches, merged, equal the one stream.
+      ref::streaming_histogram even, odd;
+      ASSERT_TRUE(even.init(gc.spec.bins).ok());
+      ASSERT_TRUE(odd.init(gc.spec.bins).ok());
+      for (std::size_t b = 0; b < gc.batches.size(); ++b) {
+        const auto bytes = gc.batch_bytes(b);
+        ASSERT_TRUE((b % 2 ? odd : even).add(bytes.data(), gc.type, gc.batch_size(b)).ok());
+      }
+      ASSERT_TRUE(odd.merge(even).ok());
+      check_histogram(gc, odd.get());
+    }
+    if (gc.range == golden_range::fixed && gc.spec.kind == klcal::layout::abs &&
+        (gc.spec.hi == gc.max_abs || (gc.max_abs == 0.0f && gc.spec.hi == std::ldexp(1.0f, -64)))) {
+      // A two-pass range (hi = max |x|, or 2^-64 when that is 0): the helper must reproduce it.
+      const auto bytes = gc.all_bytes();
+      ref::histogram tp;
+      ASSERT_TRUE(
+          ref::two_pass_histogram(bytes.data(), gc.type, gc.total_size(), gc.spec.bins, &tp).ok());
+      check_histogram(gc, tp);
     }
     for (const golden_search& gs : gc.searches) check_search(gc, gs);
   }
