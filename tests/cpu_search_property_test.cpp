@@ -186,8 +186,8 @@ TEST(cpu_search_property, fast_paths_match_reference_on_random_histograms) {
                std::string("mxnet ") + shape_name(s) + " bins " + std::to_string(bins) + " bits " +
                    std::to_string(o.bits) + " case " + std::to_string(k));
   }
-  // mse, percentile and max: 120 cases.
-  for (int k = 0; k < 120; ++k) {
+  // mse, percentile and max: 240 cases.
+  for (int k = 0; k < 240; ++k) {
     const shape s = static_cast<shape>(k % shapes);
     const std::int32_t bins = 16 + coin(rng) % 1500;
     search_options o;
