@@ -23,9 +23,7 @@ using klcal::test::golden_search;
 namespace ref = klcal::reference;
 
 std::string name_of(errc e) {
-  for (const auto& [n, v] : klcal::test::golden_detail::errc_names())
-    if (v == e) return n;
-  return "errc(" + std::to_string(static_cast<int>(e)) + ")";
+  return klcal::test::errc_name(e);
 }
 
 // Builds the histogram of a golden case with the reference, batch by batch in file order
@@ -344,6 +342,17 @@ TEST(golden_reader, rejects_malformed_text) {
   for (const std::string& t : bad) {
     EXPECT_THROW(klcal::test::parse_golden(t, "bad"), std::runtime_error) << t;
   }
+}
+
+TEST(golden_reader, error_names_round_trip) {
+  for (int v = 0; v <= static_cast<int>(errc::format_error); ++v) {
+    const auto e = static_cast<errc>(v);
+    const auto back = klcal::test::errc_from_name(klcal::test::errc_name(e));
+    ASSERT_TRUE(back.has_value()) << v;
+    EXPECT_EQ(*back, e);
+  }
+  EXPECT_FALSE(klcal::test::errc_from_name("no_such_code").has_value());
+  EXPECT_EQ(klcal::test::errc_name(errc::bins_not_power_of_two), "bins_not_power_of_two");
 }
 
 TEST(golden_tolerance, curve_close_and_index_optimal) {

@@ -474,6 +474,22 @@ inline std::vector<golden_case> parse_golden(const std::string& text, const std:
   return cases;
 }
 
+/// The documented name of an error code ("invalid_range", ...), from the golden reader's own
+/// table (not klcal::to_string, which the tests check). "errc(<n>)" for an unknown value.
+inline std::string errc_name(errc e) {
+  for (const auto& [name, value] : golden_detail::errc_names())
+    if (value == e) return name;
+  return "errc(" + std::to_string(static_cast<int>(e)) + ")";
+}
+
+/// The error code of a documented name, or nullopt.
+inline std::optional<errc> errc_from_name(const std::string& name) {
+  const auto& names = golden_detail::errc_names();
+  auto it = names.find(name);
+  if (it == names.end()) return std::nullopt;
+  return it->second;
+}
+
 /// Reads and parses one golden file. Throws std::runtime_error (I/O or format).
 inline std::vector<golden_case> load_golden_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
