@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <new>
 #include <vector>
 
 #include "detail.hpp"
@@ -134,7 +135,11 @@ status make_histogram(const histogram_spec& spec, histogram* out) noexcept {
   if (status s = detail::check_spec(spec); !s.ok()) return s;
   histogram h;
   h.spec = spec;
-  h.counts.assign(static_cast<std::size_t>(spec.bins), 0);
+  try {
+    h.counts.assign(static_cast<std::size_t>(spec.bins), 0);
+  } catch (const std::bad_alloc&) {
+    return errc::out_of_memory;  // noexcept: report, never terminate
+  }
   *out = std::move(h);
   return errc::ok;
 }
@@ -228,7 +233,12 @@ status streaming_histogram::add(const void* data, dtype t, std::int64_t n) noexc
 status streaming_histogram::merge(const streaming_histogram& other) noexcept {
   if (h_.counts.empty() || other.h_.counts.empty() || h_.spec.bins != other.h_.spec.bins)
     return errc::invalid_option;
-  histogram b = other.h_;  // a copy, so that `other` may be *this
+  histogram b;
+  try {
+    b = other.h_;  // a copy, so that `other` may be *this
+  } catch (const std::bad_alloc&) {
+    return errc::out_of_memory;
+  }
   int b_exp = other.hi_exp_;
   while (hi_exp_ < b_exp) {
     ++hi_exp_;

@@ -2,6 +2,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <new>
 #include <vector>
 
 #include "detail.hpp"
@@ -305,23 +306,27 @@ status search(const std::vector<std::uint64_t>& counts, const histogram_spec& sp
   if (counts.size() != static_cast<std::size_t>(spec.bins)) return errc::invalid_count;
 
   search_output o;
-  switch (opts.meth) {
-    case method::entropy:
-      if (opts.rules == rule_set::mxnet)
-        search_mxnet(counts, spec, opts, o);
-      else
-        search_tensorrt(counts, spec, opts, o);
-      break;
-    case method::percentile:
-      if (total(counts) > 0) search_percentile(counts, spec, opts, o);
-      break;
-    case method::mse: search_mse(counts, spec, opts, o); break;
-    case method::max:
-      o.result.amax = static_cast<double>(max_abs);
-      o.result.index = spec.bins;
-      o.result.score = 0.0;
-      o.result.clipped_fraction = 0.0;
-      break;
+  try {  // the direct formulas allocate; noexcept means report, never terminate
+    switch (opts.meth) {
+      case method::entropy:
+        if (opts.rules == rule_set::mxnet)
+          search_mxnet(counts, spec, opts, o);
+        else
+          search_tensorrt(counts, spec, opts, o);
+        break;
+      case method::percentile:
+        if (total(counts) > 0) search_percentile(counts, spec, opts, o);
+        break;
+      case method::mse: search_mse(counts, spec, opts, o); break;
+      case method::max:
+        o.result.amax = static_cast<double>(max_abs);
+        o.result.index = spec.bins;
+        o.result.score = 0.0;
+        o.result.clipped_fraction = 0.0;
+        break;
+    }
+  } catch (const std::bad_alloc&) {
+    return errc::out_of_memory;
   }
   if (empty_or_all_zero(counts, spec)) {
     // numerics.md 5.3: every field zero, flagged; the curve stays what the formulas give.

@@ -24,6 +24,7 @@ struct histogram {
 };
 
 /// An empty histogram for `spec`; errc from validate-equivalent checks of numerics.md 6.
+/// Every function here is noexcept: a failed allocation returns errc::out_of_memory.
 status make_histogram(const histogram_spec& spec, histogram* out) noexcept;
 
 /// Bins n host elements of type t into h (exact fp32 binning, NaN/Inf counted, not binned).
