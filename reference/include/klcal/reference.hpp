@@ -28,6 +28,9 @@ struct histogram {
 status make_histogram(const histogram_spec& spec, histogram* out) noexcept;
 
 /// Bins n host elements of type t into h (exact fp32 binning, NaN/Inf counted, not binned).
+/// data may be null when n == 0. Errors (invalid_count, invalid_dtype, null_pointer, a spec
+/// error, or invalid_option for counts not matching the spec) leave h unchanged. Host only,
+/// single-threaded; nothing here is asynchronous.
 status add(histogram& h, const void* data, dtype t, std::int64_t n) noexcept;
 
 /// Element-wise addition of b into a; both must have identical specs (errc::invalid_option
