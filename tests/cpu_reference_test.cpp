@@ -465,6 +465,22 @@ TEST(invariants, streaming_fold_hand_computed) {
   EXPECT_EQ(sh.get().counts, (std::vector<std::uint64_t>{0, 2, 0, 1}));
 }
 
+TEST(invariants, streaming_init_resets) {
+  ref::streaming_histogram sh;
+  ASSERT_TRUE(sh.init(8).ok());
+  const float xs[] = {100.0f, std::numeric_limits<float>::quiet_NaN()};
+  ASSERT_TRUE(sh.add(xs, dtype::f32, 2).ok());
+  EXPECT_EQ(sh.hi_exp(), 7);  // 2^7 = 128 > 100 >= 64
+  ASSERT_TRUE(sh.init(8).ok());
+  EXPECT_EQ(sh.hi_exp(), -64);
+  EXPECT_EQ(sh.get().counts, std::vector<std::uint64_t>(8, 0));
+  EXPECT_EQ(sh.get().nan_count, 0u);
+  EXPECT_EQ(sh.get().max_abs, 0.0f);
+  EXPECT_EQ(sh.get().spec.hi, std::ldexp(1.0f, -64));
+  EXPECT_EQ(sh.init(6).code, errc::bins_not_power_of_two);  // a failed init keeps the state
+  EXPECT_EQ(sh.get().counts.size(), 8u);
+}
+
 TEST(invariants, streaming_half_and_bfloat16) {
   std::mt19937_64 rng(77);
   std::vector<std::uint16_t> hs(5000);
