@@ -407,7 +407,7 @@ status histogram_fold_pow2(std::uint64_t* h_counts, std::int32_t bins,
   if (bins < 2) return errc::too_few_bins;
   if (bins > max_bins) return errc::too_many_bins;
   if ((bins & (bins - 1)) != 0) return errc::bins_not_power_of_two;
-  if (doublings < 0) return errc::invalid_option;
+  if (doublings < 0) return errc::invalid_count;  // as the GPU API
   if (h_counts == nullptr) return errc::null_pointer;
   if (doublings == 0) return errc::ok;
   int log2b = 0;

@@ -360,7 +360,7 @@ TEST(cpu_histogram, invalid_arguments) {
   EXPECT_EQ(code(cpu::histogram_fold_pow2(counts.data(), 1000, 1)), "bins_not_power_of_two");
   EXPECT_EQ(code(cpu::histogram_fold_pow2(counts.data(), 1 << 25, 1)), "too_many_bins");
   EXPECT_EQ(code(cpu::histogram_fold_pow2(nullptr, 2048, 1)), "null_pointer");
-  EXPECT_EQ(code(cpu::histogram_fold_pow2(counts.data(), 2048, -1)), "invalid_option");
+  EXPECT_EQ(code(cpu::histogram_fold_pow2(counts.data(), 2048, -1)), "invalid_count");
 }
 
 // ---- streaming (fold_pow2) ---------------------------------------------------------------------
