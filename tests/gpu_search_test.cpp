@@ -162,6 +162,10 @@ bool expect_matches(const host_case& c, const gpu_output& g, const expectation& 
                                            fast_abs_tol, fast_rel_tol));
     }
     near_tie = true;
+    std::cout << "[ near-tie ] " << what << ": method " << static_cast<int>(c.opts.meth)
+              << " rules " << static_cast<int>(c.opts.rules) << " bins " << c.spec.bins
+              << ", GPU index " << r.index << " score " << r.score << ", reference index "
+              << x.index << " score " << x.score << "\n";
   } else {
     EXPECT_EQ(r.index, x.index);
     EXPECT_EQ(klcal::test::bits_of(r.amax), klcal::test::bits_of(x.amax))
@@ -444,6 +448,30 @@ std::vector<std::uint64_t> random_counts(std::mt19937_64& rng, std::int32_t bins
     }
   }
   return c;
+}
+
+TEST_F(gpu_search, large_bin_counts_and_many_levels) {
+  // Bin counts far beyond one scan tile, and 16-bit levels (L = 32768) on both sides of
+  // L >= i (where every level holds one bin and the level sum is H(i)).
+  std::mt19937_64 rng(5);
+  std::vector<host_case> cases;
+  host_case t;
+  t.spec = abs_spec(70001, 9.0f);
+  t.opts.stride = 1111;
+  t.counts = random_counts(rng, t.spec.bins, 5);
+  cases.push_back(t);
+  t.opts.bits = 16;
+  cases.push_back(t);
+  t.opts.is_unsigned = true;
+  t.opts.zero_bin = klcal::zero_bin_policy::keep;
+  t.counts = random_counts(rng, t.spec.bins, 2);
+  cases.push_back(t);
+  host_case p = t;
+  p.opts = search_options{};
+  p.opts.meth = method::percentile;
+  p.opts.percentile = 99.9;
+  cases.push_back(p);
+  EXPECT_EQ(check_against_reference(cases, "large"), 0);
 }
 
 TEST_F(gpu_search, randomized_against_reference) {
