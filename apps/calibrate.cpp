@@ -244,9 +244,12 @@ void print_results(const calibrate_settings& s, const std::vector<tensor_result>
   std::vector<std::vector<std::string>> rows;
   std::vector<std::string> head = {"tensor", "elements", "min", "max"};
   bool multi = s.methods.size() > 1;
+  // max and percentile have no score; in a comparison their score column is left out.
+  auto has_score = [&](method m) { return !multi || m == method::entropy || m == method::mse; };
   for (auto m : s.methods) {
     std::string p = multi ? std::string(method_name(m)) + " " : "";
-    for (const char* c : {"amax", "scale", "clip%", "score"}) head.push_back(p + c);
+    for (const char* c : {"amax", "scale", "clip%"}) head.push_back(p + c);
+    if (has_score(m)) head.push_back(p + "score");
   }
   head.push_back("nan");
   head.push_back("inf");
@@ -262,9 +265,13 @@ void print_results(const calibrate_settings& s, const std::vector<tensor_result>
       char clip[32];
       std::snprintf(clip, sizeof clip, "%.4f", 100.0 * res.clipped_fraction);
       r.push_back(clip);
-      bool has_score = t.opts[k].meth == method::entropy || t.opts[k].meth == method::mse;
-      r.push_back(has_score ? fmt_g(res.score, 4) + (res.degenerate ? "*" : "")
-                            : (res.degenerate ? "*" : "-"));
+      bool scored = t.opts[k].meth == method::entropy || t.opts[k].meth == method::mse;
+      if (has_score(t.opts[k].meth)) {
+        r.push_back(scored ? fmt_g(res.score, 4) + (res.degenerate ? "*" : "")
+                           : (res.degenerate ? "*" : "-"));
+      } else if (res.degenerate) {
+        r.back() += "*";
+      }
     }
     r.push_back(std::to_string(t.stats.nan_count));
     r.push_back(std::to_string(t.stats.inf_count));
