@@ -143,7 +143,7 @@ int run_inspect(const std::vector<std::string>& args) {
   std::cout << "   " << mk << "\n";
   std::string axis = "0";
   std::string right = fmt_g(hi);
-  axis += std::string(std::max<std::size_t>(1, col.size() - 1 - right.size() + 1), ' ') + right;
+  axis += std::string(std::max<std::size_t>(1, col.size() - 1 - std::min(col.size() - 2, right.size())), ' ') + right;
   std::cout << "   " << axis << "\n\n";
   for (int k = 0; k < 4; ++k) {
     std::cout << "  " << marks[k] << " " << method_name(ms[k])
