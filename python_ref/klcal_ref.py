@@ -156,6 +156,10 @@ class Histogram:
         else:
             self.e = None
             self.lo, self.hi = _check_range(lo, hi, layout)
+            with np.errstate(over="ignore"):
+                scale = np.float32(np.float32(self.bins) / np.float32(self.hi - self.lo))
+            if not np.isfinite(scale):
+                _fail("invalid_range", "hi - lo too small: the fp32 bin scale overflows")
         self.counts = np.zeros(self.bins, dtype=np.uint64)
         self.nan_count = 0
         self.inf_count = 0
@@ -297,9 +301,10 @@ def batch_max_abs(batches, dtype):
 
 
 def two_pass_range(max_abs):
-    """[0, max_abs), or [0, 2^-64) when max_abs = 0 (section 1.5)."""
+    """[0, max(max_abs, 2^-64)) (section 1.5)."""
     max_abs = np.float32(max_abs)
-    return max_abs if max_abs > 0 else np.float32(2.0 ** STREAM_E_MIN)
+    floor = np.float32(2.0 ** STREAM_E_MIN)
+    return max_abs if max_abs > floor else floor
 
 
 def two_pass(batches, dtype, bins, layout="abs"):

@@ -2,6 +2,7 @@
 //
 // Compiled with -ffp-contract=off (CMakeLists.txt): numerics.md 1.2 rule 4 forbids fusing the
 // subtraction and multiplication of the bin formula, and this file must be the ground truth.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -24,6 +25,8 @@ status check_spec(const histogram_spec& spec) noexcept {
   const float width = spec.hi - spec.lo;  // fp32, as the scale uses it
   if (!std::isfinite(width)) return errc::invalid_range;
   if (spec.kind == layout::abs && spec.lo != 0.0f) return errc::invalid_range;
+  // A width so small that float(B) / width overflows would bin 0 * inf = NaN.
+  if (!std::isfinite(static_cast<float>(spec.bins) / width)) return errc::invalid_range;
   return errc::ok;
 }
 
@@ -187,13 +190,13 @@ status two_pass_histogram(const void* data, dtype t, std::int64_t n, std::int32_
   if (out == nullptr) return errc::null_pointer;
   if (status s = check_input(data, t, n); !s.ok()) return s;
   // Pass 1: the exact max |x|. Pass 2: bin over [0, max_abs) (max_abs itself lands in the
-  // last bin by rule 5), or [0, 2^-64) when there is nothing but zeros.
+  // last bin by rule 5), never narrower than [0, 2^-64) (numerics.md 1.5).
   const float m = batch_max_abs(data, t, n);
   histogram_spec spec;
   spec.kind = layout::abs;
   spec.bins = bins;
   spec.lo = 0.0f;
-  spec.hi = m > 0.0f ? m : std::ldexp(1.0f, -64);
+  spec.hi = std::max(m, std::ldexp(1.0f, -64));
   histogram h;
   if (status s = make_histogram(spec, &h); !s.ok()) return s;
   if (status s = add(h, data, t, n); !s.ok()) return s;

@@ -15,6 +15,8 @@ status validate(const histogram_spec& spec) noexcept {
   if (spec.kind == layout::abs && spec.lo != 0.0f) return errc::invalid_range;
   // The fp32 width must be finite, or the fp32 scale would be 0 and every value land in bin 0.
   if (!std::isfinite(spec.hi - spec.lo)) return errc::invalid_range;
+  // A width so small that the fp32 scale overflows would bin 0 * inf = NaN.
+  if (!std::isfinite(static_cast<float>(spec.bins) / (spec.hi - spec.lo))) return errc::invalid_range;
   return errc::ok;
 }
 
