@@ -94,11 +94,19 @@ std::vector<expectation> from_json(const std::string& path) {
     if (rules && rules->str == "mxnet") e.opts.rules = rule_set::mxnet;
     const auto* range = p ? p->find("range") : nullptr;
     e.streaming = range && range->str == "streaming";
-    e.bins =
-        static_cast<std::int32_t>(num(p, "bins", e.opts.rules == rule_set::mxnet ? 8001 : 2048));
-    e.opts.bits = static_cast<std::int32_t>(num(p, "bits", 8));
-    e.opts.start_bin = static_cast<std::int32_t>(num(p, "start_bin", 128));
-    e.opts.stride = static_cast<std::int32_t>(num(p, "stride", 1));
+    // Integers are range-checked before the conversion (a double outside int32 is UB to cast);
+    // values inside the range but invalid for the method are reported by the reference.
+    auto integer = [&](const char* key, double dflt) {
+      double v = num(p, key, dflt);
+      if (!(v >= -1e9 && v <= 1e9) || v != std::floor(v)) {
+        throw error(errc::format_error, where + ": \"" + key + "\" is not a valid integer");
+      }
+      return static_cast<std::int32_t>(v);
+    };
+    e.bins = integer("bins", e.opts.rules == rule_set::mxnet ? 8001 : 2048);
+    e.opts.bits = integer("bits", 8);
+    e.opts.start_bin = integer("start_bin", 128);
+    e.opts.stride = integer("stride", 1);
     e.opts.percentile = num(p, "percentile", 99.99);
     const auto* u = p ? p->find("unsigned") : nullptr;
     e.opts.is_unsigned = u && u->type == formats::json_value::kind::boolean && u->b;
@@ -183,6 +191,7 @@ int run_check(const std::vector<std::string>& args) {
       expect.push_back({e.name, e.scale, cache_opts, cache_bins, cache_streaming});
     }
   }
+  const std::string source = json_path.empty() ? cache_path : json_path;
   auto groups = collect_inputs(inputs);
   std::map<std::string, const tensor_group*> by_name;
   for (const auto& g : groups) by_name[g.name] = &g;
@@ -208,7 +217,7 @@ int run_check(const std::vector<std::string>& args) {
     if (e.streaming) {
       reference::streaming_histogram sh;
       if (status st = sh.init(e.bins); !st.ok()) {
-        throw error(st, e.name + ": streaming histogram: " + to_string(st));
+        throw error(errc::format_error, source + ": tensor '" + e.name + "': " + to_string(st));
       }
       for (const auto& src : it->second->sources) {
         auto r = src.open();
@@ -231,7 +240,7 @@ int run_check(const std::vector<std::string>& args) {
                 : histogram_spec{layout::abs, e.bins, 0.0f, hi};
       reference::histogram h;
       if (status st = reference::make_histogram(spec, &h); !st.ok()) {
-        throw error(st, e.name + ": " + to_string(st));
+        throw error(errc::format_error, source + ": tensor '" + e.name + "': " + to_string(st));
       }
       for (const auto& src : it->second->sources) {
         auto r = src.open();
@@ -241,7 +250,8 @@ int run_check(const std::vector<std::string>& args) {
     }
     reference::search_output out;
     if (status st = reference::search(counts, spec, max_abs, e.opts, &out); !st.ok()) {
-      throw error(st, e.name + ": reference search: " + to_string(st));
+      throw error(errc::format_error,
+                  source + ": tensor '" + e.name + "': invalid parameters: " + to_string(st));
     }
     float got = out.result.scale;
     bool same = std::memcmp(&got, &e.scale, 4) == 0;
