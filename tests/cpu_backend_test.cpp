@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <new>
 #include <random>
 #include <string>
 #include <vector>
@@ -295,6 +296,31 @@ TEST(cpu_histogram, edges_huge_values_and_tiny_ranges) {
                     .ok());
     EXPECT_EQ(counts, rh.counts) << "bins " << spec.bins << " hi " << spec.hi;
   }
+}
+
+TEST(cpu_histogram, long_single_thread_range_flushes_32bit_counters) {
+  // One worker over more than 2^30 elements (policy::flush_elements) must flush its 32-bit
+  // counters into 64-bit totals mid-range and still count exactly. 2^30 + 4099 bf16 values
+  // (2 GiB) cycling through 0, 0.5, 1.5 and NaN; expected counts follow from the cycle.
+  const std::int64_t n = (std::int64_t{1} << 30) + 4099;
+  std::vector<std::uint16_t> v;
+  try {
+    v.resize(static_cast<std::size_t>(n));
+  } catch (const std::bad_alloc&) {
+    GTEST_SKIP() << "2 GiB not available";
+  }
+  const std::uint16_t cycle[4] = {0x0000, 0x3f00, 0x3fc0, 0x7fc0};  // 0, 0.5, 1.5, NaN
+  for (std::int64_t i = 0; i < n; ++i) v[std::size_t(i)] = cycle[i & 3];
+  const histogram_spec spec{layout::abs, 4, 0.0f, 2.0f};
+  std::vector<std::uint64_t> counts(4, 0);
+  klcal::tensor_stats st;
+  ASSERT_TRUE(
+      cpu::histogram_accumulate(v.data(), dtype::bf16, n, spec, counts.data(), &st, 1).ok());
+  const auto per = [&](int r) { return std::uint64_t((n - r + 3) / 4); };  // i % 4 == r
+  EXPECT_EQ(counts, (std::vector<std::uint64_t>{per(0), per(1), 0, per(2)}));
+  EXPECT_EQ(st.nan_count, per(3));
+  EXPECT_EQ(st.finite_count, per(0) + per(1) + per(2));
+  EXPECT_EQ(st.max_abs, 1.5f);
 }
 
 TEST(cpu_histogram, n_zero_leaves_everything_unchanged) {
