@@ -85,20 +85,47 @@ int copies_for(std::int32_t bins, const device_shape& d) {
   return static_cast<int>(std::clamp<std::int64_t>(fit, 1, hist_max_sub_histograms));
 }
 
-/// Launches tasks[0 .. num) (num <= MaxTasks), all already validated, n > 0 each.
+/// Launches tasks[0 .. num) (num <= MaxTasks), all already validated. The grid of each task is
+/// one full wave of resident blocks (occupancy for this launch's shared memory), so a large
+/// tensor is streamed by every SM at once without a tail wave.
 template <int MaxTasks>
-status launch_tasks(const histogram_task* tasks, int num, std::int64_t target_blocks,
-                    const device_shape& d, cudaStream_t stream) {
+status launch_tasks(const histogram_task* tasks, int num, const device_shape& d,
+                    cudaStream_t stream) {
+  // Pass 1: shared memory of the launch = the largest per-task requirement.
+  int smem = 0;
+  bool any = false;
+  for (int i = 0; i < num; ++i) {
+    if (tasks[i].n == 0) continue;
+    any = true;
+    smem = std::max(smem, copies_for(tasks[i].spec.bins, d) * tasks[i].spec.bins * 4);
+  }
+  if (!any) return {};
+  const auto kernel = histogram_block_private_kernel<MaxTasks>;
+  if (smem > hist_default_smem_bytes)
+    KLCAL_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  int per_sm = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, hist_block_threads, smem) !=
+          cudaSuccess ||
+      per_sm < 1) {
+    (void)cudaGetLastError();
+    per_sm = hist_blocks_per_sm;
+  }
+  const std::int64_t target_blocks = std::int64_t{d.sms} * per_sm;
+
+  // Pass 2: descriptors and the block prefix.
   hist_launch_params<MaxTasks> p{};
   std::int64_t total_blocks = 0;
-  int smem = 0;
   int k = 0;
   for (int i = 0; i < num; ++i) {
     const histogram_task& t = tasks[i];
-    if (t.n == 0) continue;
+    if (t.n == 0) continue;  // no blocks for an empty task
     std::int64_t blocks = 0, epb = 0;
     split(t.n, target_blocks, blocks, epb);
-    const int copies = copies_for(t.spec.bins, d);
+    // Every task uses as many copies as the launch's shared memory (allocated for every block
+    // anyway) holds; 0 = global atomics for histograms too large for shared memory.
+    const int copies = copies_for(t.spec.bins, d) == 0
+                           ? 0
+                           : std::min(hist_max_sub_histograms, smem / (t.spec.bins * 4));
     const bin_params bp = make_bin_params(t.spec);
     p.tasks[k] = hist_task_desc{t.d_in,
                                 reinterpret_cast<unsigned long long*>(t.d_counts),
@@ -113,24 +140,12 @@ status launch_tasks(const histogram_task* tasks, int num, std::int64_t target_bl
                                 0};
     p.block_begin[k] = static_cast<std::int32_t>(total_blocks);
     total_blocks += blocks;
-    smem = std::max(smem, copies * t.spec.bins * 4);
+    if (total_blocks > 0x7fffffff) return errc::invalid_count;  // cannot happen: <= 2^31 blocks
     ++k;
   }
-  if (k == 0) return {};
-  if (total_blocks > 0x7fffffff) return errc::invalid_count;  // > 2^31 blocks: cannot happen
   p.num_tasks = k;
   p.block_begin[k] = static_cast<std::int32_t>(total_blocks);
-  // Give every task as many copies as the launch's shared memory allows (it is allocated for
-  // every block anyway).
-  for (int i = 0; i < k; ++i)
-    if (p.tasks[i].copies != 0)
-      p.tasks[i].copies = static_cast<std::uint8_t>(
-          std::min(hist_max_sub_histograms, smem / (p.tasks[i].bins * 4)));
-  if (smem > hist_default_smem_bytes)
-    KLCAL_TRY(cudaFuncSetAttribute(histogram_block_private_kernel<MaxTasks>,
-                                   cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  histogram_block_private_kernel<MaxTasks>
-      <<<static_cast<unsigned>(total_blocks), hist_block_threads, smem, stream>>>(p);
+  kernel<<<static_cast<unsigned>(total_blocks), hist_block_threads, smem, stream>>>(p);
   KLCAL_TRY(cudaGetLastError());
   return {};
 }
@@ -217,8 +232,15 @@ status tensor_stats_accumulate(void* d_temp, std::size_t& temp_bytes, const void
   if (n == 0) return {};
   device_shape d;
   KLCAL_CHECK(query_device(d));
+  int per_sm = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, tensor_stats_kernel<dtype::f32>,
+                                                    hist_block_threads, 0) != cudaSuccess ||
+      per_sm < 1) {
+    (void)cudaGetLastError();
+    per_sm = hist_blocks_per_sm;
+  }
   std::int64_t blocks = 0, epb = 0;
-  split(n, std::int64_t{d.sms} * hist_blocks_per_sm, blocks, epb);
+  split(n, std::int64_t{d.sms} * per_sm, blocks, epb);
   const unsigned grid = static_cast<unsigned>(blocks);
   switch (t) {
     case dtype::f32:
@@ -256,7 +278,7 @@ status histogram_accumulate(void* d_temp, std::size_t& temp_bytes, const void* d
   task.type = t;
   task.spec = spec;
   task.d_counts = d_counts;
-  return launch_tasks<1>(&task, 1, std::int64_t{d.sms} * hist_blocks_per_sm, d, stream);
+  return launch_tasks<1>(&task, 1, d, stream);
 }
 
 status histogram_accumulate_batched(void* d_temp, std::size_t& temp_bytes,
@@ -276,12 +298,11 @@ status histogram_accumulate_batched(void* d_temp, std::size_t& temp_bytes,
   if (num_tasks == 0) return {};
   device_shape d;
   KLCAL_CHECK(query_device(d));
-  // Each task gets up to a device's worth of blocks; small tasks get one block per
+  // Each task gets up to one wave of blocks; small tasks get one block per
   // hist_min_elems_per_block, so a batch of small tensors is one launch of many blocks.
-  const std::int64_t target = std::int64_t{d.sms} * hist_blocks_per_sm;
   for (std::int32_t first = 0; first < num_tasks; first += hist_batch_tasks_per_launch) {
     const int num = std::min(hist_batch_tasks_per_launch, num_tasks - first);
-    KLCAL_CHECK(launch_tasks<hist_batch_tasks_per_launch>(h_tasks + first, num, target, d, stream));
+    KLCAL_CHECK(launch_tasks<hist_batch_tasks_per_launch>(h_tasks + first, num, d, stream));
   }
   return {};
 }

@@ -19,8 +19,8 @@ inline constexpr std::int64_t hist_min_elems_per_block = 32 * 1024;
 /// counters (docs/numerics.md 1.2 rule 6 requires < 2^32 per counter; 2^31 keeps a margin).
 inline constexpr std::int64_t hist_max_elems_per_block = std::int64_t{1} << 31;
 
-/// Resident blocks per SM the single-tensor grid aims for (the grid is a multiple of the SM
-/// count so that every SM streams its share of the tensor).
+/// Resident blocks per SM assumed when cudaOccupancyMaxActiveBlocksPerMultiprocessor fails;
+/// normally a tensor's grid is exactly one wave of resident blocks (occupancy x SM count).
 inline constexpr int hist_blocks_per_sm = 4;
 
 /// Contention answer, part 1: each block keeps up to this many copies ("sub-histograms") of its

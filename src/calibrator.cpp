@@ -116,8 +116,10 @@ calibrator::~calibrator() {
 }
 
 void calibrator::release() noexcept {
-  // cudaFree waits for outstanding work on the memory, whatever stream it was used on; the
-  // stream-ordered cudaFreeAsync would need a stream that may no longer exist.
+  // Wait for all outstanding work on the memory, whatever stream it was used on, then free:
+  // the stream-ordered cudaFreeAsync would need a stream that may no longer exist.
+  if (d_counts_ != nullptr || d_stats_ != nullptr || d_scratch_ != nullptr)
+    (void)cudaDeviceSynchronize();
   if (d_counts_ != nullptr) (void)cudaFree(d_counts_);
   if (d_stats_ != nullptr) (void)cudaFree(d_stats_);
   if (d_scratch_ != nullptr) (void)cudaFree(d_scratch_);

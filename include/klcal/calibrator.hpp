@@ -23,8 +23,8 @@ enum class range_policy : std::uint8_t {
 ///
 /// - Owning and move-only; device memory comes from cudaMallocAsync on the stream given at
 ///   construction, scratch grows with cudaMallocAsync/cudaFreeAsync on the stream of the call
-///   that needs more. The destructor frees with cudaFree, which synchronizes the device; it
-///   never throws.
+///   that needs more. The destructor synchronizes the device (cudaDeviceSynchronize) and frees
+///   with cudaFree; it never throws.
 /// - Every operation takes the stream it enqueues on. Work on different streams is not ordered
 ///   by the calibrator: order them yourself (events) when you switch streams.
 /// - Errors throw klcal::error with the status of numerics.md section 6.
