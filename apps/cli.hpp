@@ -34,8 +34,9 @@ void warn(const std::string& msg);
 
 /// One stored array: a .npy file, or one member of an .npz archive.
 struct tensor_source {
-  std::string file;    ///< path of the .npy or .npz
-  std::string member;  ///< zip member file name ("" for .npy)
+  std::string file;             ///< path of the .npy or .npz
+  std::string member;           ///< zip member file name ("" for .npy)
+  formats::zip_member entry{};  ///< its directory entry (reopened without parsing the archive)
   std::string display() const { return member.empty() ? file : file + ":" + member; }
   /// Opens a chunked reader (throws klcal::error naming the file).
   formats::npy_reader open(std::size_t chunk_bytes = std::size_t{4} << 20) const;

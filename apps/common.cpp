@@ -77,7 +77,7 @@ void add_file(const std::string& path, std::vector<tensor_group>& groups,
         warn(path + ": member '" + m.file_name + "' is not a .npy, skipped");
         continue;
       }
-      add(formats::npz_archive::tensor_name(m), tensor_source{path, m.file_name});
+      add(formats::npz_archive::tensor_name(m), tensor_source{path, m.file_name, m});
       ++used;
     }
     if (used == 0) warn(path + ": archive contains no .npy members");
@@ -90,11 +90,9 @@ void add_file(const std::string& path, std::vector<tensor_group>& groups,
 
 formats::npy_reader tensor_source::open(std::size_t chunk_bytes) const {
   if (member.empty()) return formats::open_npy(file, chunk_bytes);
-  formats::npz_archive a(formats::open_file(file));
-  for (const auto& m : a.members()) {
-    if (m.file_name == member) return a.open_npy(m, chunk_bytes);
-  }
-  throw error(errc::format_error, file + ": no member '" + member + "'");
+  // The directory was read once by collect_inputs; a large archive is not parsed per open.
+  formats::npz_archive a(formats::open_file(file), {entry});
+  return a.open_npy(entry, chunk_bytes);
 }
 
 std::vector<tensor_group> collect_inputs(const std::vector<std::string>& inputs) {

@@ -31,7 +31,7 @@ tensor_source resolve(const std::string& arg) {
         throw usage_error(arg + ": archive has " + std::to_string(a.members().size()) +
                           " members; name one as " + arg + ":MEMBER");
       }
-      return tensor_source{arg, a.members()[0].file_name};
+      return tensor_source{arg, a.members()[0].file_name, a.members()[0]};
     }
     return tensor_source{arg, ""};
   }
@@ -41,7 +41,7 @@ tensor_source resolve(const std::string& arg) {
   formats::npz_archive a(formats::open_file(file));
   for (const auto& m : a.members()) {
     if (m.file_name == member || formats::npz_archive::tensor_name(m) == member) {
-      return tensor_source{file, m.file_name};
+      return tensor_source{file, m.file_name, m};
     }
   }
   throw error(errc::format_error, file + ": no member '" + member + "'");
@@ -143,7 +143,10 @@ int run_inspect(const std::vector<std::string>& args) {
   std::cout << "   " << mk << "\n";
   std::string axis = "0";
   std::string right = fmt_g(hi);
-  axis += std::string(std::max<std::size_t>(1, col.size() - 1 - std::min(col.size() - 2, right.size())), ' ') + right;
+  axis +=
+      std::string(std::max<std::size_t>(1, col.size() - 1 - std::min(col.size() - 2, right.size())),
+                  ' ') +
+      right;
   std::cout << "   " << axis << "\n\n";
   for (int k = 0; k < 4; ++k) {
     std::cout << "  " << marks[k] << " " << method_name(ms[k])

@@ -134,6 +134,10 @@ class npz_archive {
  public:
   /// Throws errc::format_error when `src` is not a zip archive or its directory is malformed.
   explicit npz_archive(std::shared_ptr<byte_source> src);
+  /// Adopts members read earlier from the same file without parsing the directory again, so
+  /// that a caller can reopen one member of a large archive cheaply without keeping it open.
+  npz_archive(std::shared_ptr<byte_source> src, std::vector<zip_member> members)
+      : src_(std::move(src)), members_(std::move(members)) {}
   const std::vector<zip_member>& members() const noexcept { return members_; }
   /// The tensor name of a member: its file name without a trailing ".npy".
   static std::string tensor_name(const zip_member& m);
