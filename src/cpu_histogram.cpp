@@ -96,9 +96,9 @@ struct stats_acc {
   }
 };
 
-/// The bin of a finite value (numerics.md 1.2.4-5). `p > 0 ? p : 0` also sends a NaN product
-/// (0 * an infinite scale, possible for ranges narrower than bins / FLT_MAX) to bin 0, where 0
-/// belongs; the AVX2 path's max_ps(p, 0) does the same.
+/// The bin of a finite value (numerics.md 1.2.4-5). `p > 0 ? p : 0` would also send a NaN
+/// product (0 * an infinite scale, which validate() rules out) to bin 0, where 0 belongs, rather
+/// than convert NaN to an integer; the AVX2 path's max_ps(p, 0) does the same.
 template <bool Signed>
 std::uint32_t bin_of(float x, const bin_params& bp) noexcept {
   const float v = Signed ? x - bp.lo : std::fabs(x);
@@ -127,8 +127,10 @@ void scalar_range(const unsigned char* in, std::int64_t b, std::int64_t e, const
       if (fin) {
         st->finite += 1;
         st->max_abs = std::max(st->max_abs, std::fabs(x));
-        if (x < st->min) st->min = x;
-        if (x > st->max) st->max = x;
+        // x + 0 turns -0 into +0 (numerics.md 1.3 records -0 as +0) and changes nothing else.
+        const float xz = x + 0.0f;
+        if (xz < st->min) st->min = xz;
+        if (xz > st->max) st->max = xz;
       } else if ((u & 0x7fffffffu) == 0x7f800000u) {
         st->inf += 1;
       } else {
@@ -217,8 +219,9 @@ KLCAL_AVX2 void avx2_range(const unsigned char* in, std::int64_t b, std::int64_t
         nan += static_cast<std::uint64_t>(__builtin_popcount(nf_bits & ~inf_bits));
       }
       vmax_abs = _mm256_max_ps(vmax_abs, _mm256_andnot_ps(nf, _mm256_castsi256_ps(mag)));
-      vmin = _mm256_min_ps(vmin, _mm256_blendv_ps(x, pinf, nf));
-      vmax = _mm256_max_ps(vmax, _mm256_blendv_ps(x, ninf, nf));
+      const __m256 xz = _mm256_add_ps(x, zero);  // -0 -> +0, as in the scalar path
+      vmin = _mm256_min_ps(vmin, _mm256_blendv_ps(xz, pinf, nf));
+      vmax = _mm256_max_ps(vmax, _mm256_blendv_ps(xz, ninf, nf));
     }
   }
   if constexpr (Stats) {
