@@ -80,7 +80,8 @@ void split(std::int64_t n, std::int64_t target_blocks, std::int64_t& blocks,
 /// limit at all, 0 (global atomics) otherwise.
 int copies_for(std::int32_t bins, const device_shape& d) {
   const std::int64_t one = std::int64_t{bins} * 4;
-  if (one > d.smem_optin) return 0;
+  // 1 KiB stays free for the kernel's static shared memory (the statistics reduction).
+  if (one > d.smem_optin - 1024) return 0;
   const std::int64_t fit = hist_default_smem_bytes / one;
   return static_cast<int>(std::clamp<std::int64_t>(fit, 1, hist_max_sub_histograms));
 }
@@ -88,9 +89,9 @@ int copies_for(std::int32_t bins, const device_shape& d) {
 /// Launches tasks[0 .. num) (num <= MaxTasks), all already validated. The grid of each task is
 /// one full wave of resident blocks (occupancy for this launch's shared memory), so a large
 /// tensor is streamed by every SM at once without a tail wave.
-template <int MaxTasks>
+template <int MaxTasks, bool WithStats = false>
 status launch_tasks(const histogram_task* tasks, int num, const device_shape& d,
-                    cudaStream_t stream) {
+                    cudaStream_t stream, tensor_stats* d_stats = nullptr) {
   // Pass 1: shared memory of the launch = the largest per-task requirement.
   int smem = 0;
   bool any = false;
@@ -100,7 +101,7 @@ status launch_tasks(const histogram_task* tasks, int num, const device_shape& d,
     smem = std::max(smem, copies_for(tasks[i].spec.bins, d) * tasks[i].spec.bins * 4);
   }
   if (!any) return {};
-  const auto kernel = histogram_block_private_kernel<MaxTasks>;
+  const auto kernel = histogram_block_private_kernel<MaxTasks, WithStats>;
   if (smem > hist_default_smem_bytes)
     KLCAL_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   int per_sm = 0;
@@ -129,6 +130,7 @@ status launch_tasks(const histogram_task* tasks, int num, const device_shape& d,
     const bin_params bp = make_bin_params(t.spec);
     p.tasks[k] = hist_task_desc{t.d_in,
                                 reinterpret_cast<unsigned long long*>(t.d_counts),
+                                d_stats,
                                 t.n,
                                 epb,
                                 bp.lo,
@@ -176,6 +178,23 @@ status histogram_naive_accumulate(const void* d_in, dtype t, std::int64_t n,
   }
   KLCAL_TRY(cudaGetLastError());
   return {};
+}
+
+status histogram_stats_accumulate(const void* d_in, dtype t, std::int64_t n,
+                                  const histogram_spec& spec, std::uint64_t* d_counts,
+                                  tensor_stats* d_stats, cudaStream_t stream) noexcept {
+  KLCAL_CHECK(check_task(d_in, t, n, spec, d_counts));
+  if (n > 0 && d_stats == nullptr) return errc::null_pointer;
+  if (n == 0) return {};
+  device_shape d;
+  KLCAL_CHECK(query_device(d));
+  histogram_task task;
+  task.d_in = d_in;
+  task.n = n;
+  task.type = t;
+  task.spec = spec;
+  task.d_counts = d_counts;
+  return launch_tasks<1, true>(&task, 1, d, stream, d_stats);
 }
 
 status add_counts(std::uint64_t* d_dst, const std::uint64_t* d_src, std::int64_t n,

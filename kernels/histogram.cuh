@@ -125,130 +125,6 @@ __device__ __forceinline__ int bin_of(float x, const bin_params& b) {
   return static_cast<int>(k);
 }
 
-// ---- privatized histogram kernel -------------------------------------------------------------
-
-/// One tensor of a launch. 48 bytes; packed into kernel parameters (graph-capture friendly).
-struct hist_task_desc {
-  const void* d_in;
-  unsigned long long* d_counts;
-  std::int64_t n;
-  std::int64_t elems_per_block;  ///< contiguous elements per block (< 2^31, see policy)
-  float lo;
-  float scale;
-  std::int32_t bins;
-  std::uint8_t type;    ///< klcal::dtype
-  std::uint8_t is_abs;  ///< layout::abs
-  std::uint8_t copies;  ///< shared sub-histograms per block; 0 = global atomics (too many bins)
-  std::uint8_t pad;
-};
-
-/// Kernel parameters: the tasks and an exclusive prefix of their block counts.
-template <int MaxTasks>
-struct hist_launch_params {
-  hist_task_desc tasks[MaxTasks];
-  std::int32_t block_begin[MaxTasks + 1];
-  std::int32_t num_tasks;
-};
-
-/// Adds `run` to counter `k` of a 32-bit shared or 64-bit global histogram.
-__device__ __forceinline__ void add_run(unsigned int* h, int k, unsigned int run) {
-  atomicAdd(h + k, run);
-}
-__device__ __forceinline__ void add_run(unsigned long long* h, int k, unsigned int run) {
-  atomicAdd(h + k, static_cast<unsigned long long>(run));
-}
-
-/// Bins [p, p + count) into `hist` with a per-thread register run cache: consecutive elements
-/// of a thread that fall into the same bin cost one atomic per run (policy.cuh, part 2).
-template <dtype T, class H>
-__device__ __forceinline__ void bin_range(const unsigned char* p, std::int64_t count,
-                                          const bin_params& b, H* hist) {
-  int cur = -1;
-  unsigned int run = 0;
-  for_each_in_block<T>(p, count, [&](float x) {
-    const int k = bin_of(x, b);
-    if (k < 0) return;
-    if constexpr (hist_register_run_cache) {
-      if (k == cur) {
-        ++run;
-        return;
-      }
-      if (run != 0) add_run(hist, cur, run);
-      cur = k;
-      run = 1;
-    } else {
-      add_run(hist, k, 1u);
-    }
-  });
-  if (run != 0) add_run(hist, cur, run);
-}
-
-template <class H>
-__device__ __forceinline__ void bin_range_typed(const hist_task_desc& t, std::int64_t begin,
-                                                std::int64_t count, const bin_params& b, H* hist) {
-  const auto* base = static_cast<const unsigned char*>(t.d_in);
-  switch (static_cast<dtype>(t.type)) {
-    case dtype::f32: bin_range<dtype::f32>(base + begin * 4, count, b, hist); break;
-    case dtype::f16: bin_range<dtype::f16>(base + begin * 2, count, b, hist); break;
-    case dtype::bf16: bin_range<dtype::bf16>(base + begin * 2, count, b, hist); break;
-  }
-}
-
-/// Block -> (task, chunk): each block bins one contiguous chunk of one task into `copies`
-/// shared 32-bit sub-histograms (warp w uses copy w % copies), then flushes the non-zero bins
-/// into the task's uint64 counts with one 64-bit atomic each. Tasks whose histogram does not
-/// fit in shared memory (copies == 0) use 64-bit global atomics directly.
-template <int MaxTasks>
-__global__ void __launch_bounds__(hist_block_threads)
-    histogram_block_private_kernel(const KLCAL_GRID_CONSTANT hist_launch_params<MaxTasks> p) {
-  extern __shared__ unsigned int smem_hist[];
-  // Find the task of this block: the last t with block_begin[t] <= blockIdx.x.
-  int lo = 0, hi = p.num_tasks - 1;
-  const int bid = static_cast<int>(blockIdx.x);
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (p.block_begin[mid] <= bid)
-      lo = mid;
-    else
-      hi = mid - 1;
-  }
-  const hist_task_desc t = p.tasks[lo];
-  const std::int64_t begin = static_cast<std::int64_t>(bid - p.block_begin[lo]) * t.elems_per_block;
-  if (begin >= t.n) return;  // block-uniform
-  const std::int64_t count = t.n - begin < t.elems_per_block ? t.n - begin : t.elems_per_block;
-  const bin_params b{t.lo, t.scale, static_cast<float>(t.bins - 1), t.is_abs != 0};
-
-  if (t.copies == 0) {
-    bin_range_typed(t, begin, count, b, t.d_counts);
-    return;
-  }
-  const int total = t.bins * t.copies;
-  for (int j = threadIdx.x; j < total; j += blockDim.x) smem_hist[j] = 0;
-  __syncthreads();
-  unsigned int* mine = smem_hist + (threadIdx.x / 32 % t.copies) * t.bins;
-  bin_range_typed(t, begin, count, b, mine);
-  __syncthreads();
-  for (int j = threadIdx.x; j < t.bins; j += blockDim.x) {
-    unsigned long long s = 0;
-    for (int c = 0; c < t.copies; ++c) s += smem_hist[c * t.bins + j];
-    if (s != 0) atomicAdd(t.d_counts + j, s);
-  }
-}
-
-/// Baseline: grid-stride over elements, one global 64-bit atomic per binned element.
-template <dtype T>
-__global__ void histogram_naive_kernel(const void* d_in, std::int64_t n, bin_params b,
-                                       unsigned long long* d_counts) {
-  using E = elem<T>;
-  const auto* e = static_cast<const typename E::bits_t*>(d_in);
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
-  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += stride) {
-    const int k = bin_of(E::widen(e[i]), b);
-    if (k >= 0) atomicAdd(d_counts + k, 1ull);
-  }
-}
-
 // ---- statistics -------------------------------------------------------------------------------
 
 // Ordered-integer atomics on fp32 storage. For non-negative floats the bit pattern orders like a
@@ -342,6 +218,139 @@ __device__ __forceinline__ void flush_stats(stats_acc acc, tensor_stats* d_stats
     }
     if (acc.nan != 0) atomicAdd(nan, acc.nan);
     if (acc.inf != 0) atomicAdd(inf, acc.inf);
+  }
+}
+
+// ---- privatized histogram kernel -------------------------------------------------------------
+
+/// One tensor of a launch. 56 bytes; packed into kernel parameters (graph-capture friendly).
+struct hist_task_desc {
+  const void* d_in;
+  unsigned long long* d_counts;
+  tensor_stats* d_stats;  ///< accumulated in the same pass when the kernel has WithStats
+  std::int64_t n;
+  std::int64_t elems_per_block;  ///< contiguous elements per block (< 2^31, see policy)
+  float lo;
+  float scale;
+  std::int32_t bins;
+  std::uint8_t type;    ///< klcal::dtype
+  std::uint8_t is_abs;  ///< layout::abs
+  std::uint8_t copies;  ///< shared sub-histograms per block; 0 = global atomics (too many bins)
+  std::uint8_t pad;
+};
+
+/// Kernel parameters: the tasks and an exclusive prefix of their block counts.
+template <int MaxTasks>
+struct hist_launch_params {
+  hist_task_desc tasks[MaxTasks];
+  std::int32_t block_begin[MaxTasks + 1];
+  std::int32_t num_tasks;
+};
+
+/// Adds `run` to counter `k` of a 32-bit shared or 64-bit global histogram.
+__device__ __forceinline__ void add_run(unsigned int* h, int k, unsigned int run) {
+  atomicAdd(h + k, run);
+}
+__device__ __forceinline__ void add_run(unsigned long long* h, int k, unsigned int run) {
+  atomicAdd(h + k, static_cast<unsigned long long>(run));
+}
+
+/// Bins [p, p + count) into `hist` with a per-thread register run cache: consecutive elements
+/// of a thread that fall into the same bin cost one atomic per run (policy.cuh, part 2).
+template <dtype T, class H, class OnValue>
+__device__ __forceinline__ void bin_range(const unsigned char* p, std::int64_t count,
+                                          const bin_params& b, H* hist, OnValue& on_value) {
+  int cur = -1;
+  unsigned int run = 0;
+  for_each_in_block<T>(p, count, [&](float x) {
+    on_value(x);
+    const int k = bin_of(x, b);
+    if (k < 0) return;
+    if constexpr (hist_register_run_cache) {
+      if (k == cur) {
+        ++run;
+        return;
+      }
+      if (run != 0) add_run(hist, cur, run);
+      cur = k;
+      run = 1;
+    } else {
+      add_run(hist, k, 1u);
+    }
+  });
+  if (run != 0) add_run(hist, cur, run);
+}
+
+template <class H, class OnValue>
+__device__ __forceinline__ void bin_range_typed(const hist_task_desc& t, std::int64_t begin,
+                                                std::int64_t count, const bin_params& b, H* hist,
+                                                OnValue& on_value) {
+  const auto* base = static_cast<const unsigned char*>(t.d_in);
+  switch (static_cast<dtype>(t.type)) {
+    case dtype::f32: bin_range<dtype::f32>(base + begin * 4, count, b, hist, on_value); break;
+    case dtype::f16: bin_range<dtype::f16>(base + begin * 2, count, b, hist, on_value); break;
+    case dtype::bf16: bin_range<dtype::bf16>(base + begin * 2, count, b, hist, on_value); break;
+  }
+}
+
+/// Block -> (task, chunk): each block bins one contiguous chunk of one task into `copies`
+/// shared 32-bit sub-histograms (warp w uses copy w % copies), then flushes the non-zero bins
+/// into the task's uint64 counts with one 64-bit atomic each. Tasks whose histogram does not
+/// fit in shared memory (copies == 0) use 64-bit global atomics directly. WithStats: the same
+/// pass also accumulates the task's tensor_stats (one read of the data instead of two).
+template <int MaxTasks, bool WithStats>
+__global__ void __launch_bounds__(hist_block_threads)
+    histogram_block_private_kernel(const KLCAL_GRID_CONSTANT hist_launch_params<MaxTasks> p) {
+  extern __shared__ unsigned int smem_hist[];
+  // Find the task of this block: the last t with block_begin[t] <= blockIdx.x.
+  int lo = 0, hi = p.num_tasks - 1;
+  const int bid = static_cast<int>(blockIdx.x);
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (p.block_begin[mid] <= bid)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  const hist_task_desc t = p.tasks[lo];
+  const std::int64_t begin = static_cast<std::int64_t>(bid - p.block_begin[lo]) * t.elems_per_block;
+  if (begin >= t.n) return;  // block-uniform
+  const std::int64_t count = t.n - begin < t.elems_per_block ? t.n - begin : t.elems_per_block;
+  const bin_params b{t.lo, t.scale, static_cast<float>(t.bins - 1), t.is_abs != 0};
+
+  stats_acc acc = stats_acc::empty();
+  auto on_value = [&acc](float x) {
+    if constexpr (WithStats) acc.add(x);
+  };
+  if (t.copies == 0) {
+    bin_range_typed(t, begin, count, b, t.d_counts, on_value);
+  } else {
+    const int total = t.bins * t.copies;
+    for (int j = threadIdx.x; j < total; j += blockDim.x) smem_hist[j] = 0;
+    __syncthreads();
+    unsigned int* mine = smem_hist + (threadIdx.x / 32 % t.copies) * t.bins;
+    bin_range_typed(t, begin, count, b, mine, on_value);
+    __syncthreads();
+    for (int j = threadIdx.x; j < t.bins; j += blockDim.x) {
+      unsigned long long s = 0;
+      for (int c = 0; c < t.copies; ++c) s += smem_hist[c * t.bins + j];
+      if (s != 0) atomicAdd(t.d_counts + j, s);
+    }
+  }
+  if constexpr (WithStats) flush_stats(acc, t.d_stats);
+}
+
+/// Baseline: grid-stride over elements, one global 64-bit atomic per binned element.
+template <dtype T>
+__global__ void histogram_naive_kernel(const void* d_in, std::int64_t n, bin_params b,
+                                       unsigned long long* d_counts) {
+  using E = elem<T>;
+  const auto* e = static_cast<const typename E::bits_t*>(d_in);
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += stride) {
+    const int k = bin_of(E::widen(e[i]), b);
+    if (k >= 0) atomicAdd(d_counts + k, 1ull);
   }
 }
 

@@ -18,6 +18,12 @@ status histogram_naive_accumulate(const void* d_in, dtype t, std::int64_t n,
                                   const histogram_spec& spec, std::uint64_t* d_counts,
                                   cudaStream_t stream) noexcept;
 
+/// histogram_accumulate and tensor_stats_accumulate of the same data in one pass (one read of
+/// d_in instead of two; used by the calibrator). Same checks, no workspace.
+status histogram_stats_accumulate(const void* d_in, dtype t, std::int64_t n,
+                                  const histogram_spec& spec, std::uint64_t* d_counts,
+                                  tensor_stats* d_stats, cudaStream_t stream) noexcept;
+
 /// d_dst[i] += d_src[i] for i < n (merging two histograms of identical specs).
 status add_counts(std::uint64_t* d_dst, const std::uint64_t* d_src, std::int64_t n,
                   cudaStream_t stream) noexcept;

@@ -36,7 +36,7 @@ inline constexpr bool hist_register_run_cache = true;
 /// Shared memory a block may use when the device does not report its opt-in limit.
 inline constexpr int hist_default_smem_bytes = 48 * 1024;
 
-/// Tasks packed into the kernel parameters of one batched launch (each task descriptor is 48
+/// Tasks packed into the kernel parameters of one batched launch (each task descriptor is 56
 /// bytes; CUDA 12.1+ on sm_70+ accepts up to 32764 bytes of parameters). More tasks take
 /// ceil(num_tasks / hist_batch_tasks_per_launch) launches.
 inline constexpr int hist_batch_tasks_per_launch = 256;

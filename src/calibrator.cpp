@@ -166,8 +166,9 @@ void calibrator::grow_to(int e, cudaStream_t stream) {
 void calibrator::add(const void* d_in, std::int64_t n, dtype t, cudaStream_t stream) {
   switch (policy_) {
     case range_policy::fixed:
-      stats_into(d_stats_, d_in, n, t, stream);
-      bin(d_in, n, t, stream);
+      // One pass over the data for both the counts and the statistics.
+      check(detail::histogram_stats_accumulate(d_in, t, n, spec_, d_counts_, d_stats_, stream),
+            "add");
       return;
     case range_policy::two_pass:
       if (!range_done_) fail(errc::invalid_option, "add() before end_range_pass()");

@@ -253,6 +253,18 @@ TEST_F(gpu_histogram, equals_reference_large_bin_counts) {
           }
 }
 
+// The largest legal bin count (2^24): global-atomic path, every bin index representable.
+TEST_F(gpu_histogram, max_bins_equals_reference) {
+  const std::int64_t n = 20000;
+  for (layout k : all_layouts) {
+    const auto bytes = encode(make_values(dist::laplace, n, 500), dtype::f32);
+    const histogram_spec spec = make_spec(k, max_bins);
+    SCOPED_TRACE(k == layout::abs ? "abs" : "signed");
+    ASSERT_EQ(gpu_counts(bytes, dtype::f32, n, spec, 3),
+              reference_counts(bytes, dtype::f32, n, spec));
+  }
+}
+
 TEST_F(gpu_histogram, naive_kernel_equals_reference) {
   unsigned seed = 300;
   for (dtype t : all_dtypes)
@@ -372,6 +384,45 @@ TEST_F(gpu_histogram, stats_exact) {
           EXPECT_EQ(f32_bits(g.min) == 0x80000000u, false) << "min is -0.0, not canonical";
         }
       }
+}
+
+std::vector<std::uint64_t> download(const std::uint64_t* d, std::int32_t bins);
+
+// The one-pass histogram + statistics path (used by the calibrator) equals the two separate calls.
+TEST_F(gpu_histogram, fused_stats_equal_separate_calls) {
+  unsigned seed = 450;
+  for (dtype t : all_dtypes)
+    for (std::int32_t bins : {2048, 8001, 65536})
+      for (dist d : {dist::nan_inf, dist::relu, dist::zeros}) {
+        const std::int64_t n = 70001;
+        const auto bytes = encode(make_values(d, n, seed++), t);
+        const histogram_spec spec = make_spec(bins % 2 ? layout::signed_ : layout::abs, bins);
+        dbuf in(bytes.size() + 8), counts(bins * 8), st(sizeof(tensor_stats));
+        auto* d_in = static_cast<unsigned char*>(in.p) + dtype_size(t);
+        CUDA_OK(cudaMemcpy(d_in, bytes.data(), bytes.size(), cudaMemcpyHostToDevice));
+        CUDA_OK(cudaMemset(counts.p, 0, bins * 8));
+        const tensor_stats init{};
+        CUDA_OK(cudaMemcpy(st.p, &init, sizeof init, cudaMemcpyHostToDevice));
+        KL_OK(detail::histogram_stats_accumulate(d_in, t, n, spec, counts.as<std::uint64_t>(),
+                                                 st.as<tensor_stats>(), nullptr));
+        tensor_stats g;
+        CUDA_OK(cudaMemcpy(&g, st.p, sizeof g, cudaMemcpyDeviceToHost));
+        const host_stats e = expected_stats(bytes, t, n);
+        SCOPED_TRACE(std::string(name(t)) + " " + name(d) + " bins=" + std::to_string(bins));
+        EXPECT_EQ(download(counts.as<std::uint64_t>(), bins), reference_counts(bytes, t, n, spec));
+        EXPECT_EQ(g.finite_count, e.finite);
+        EXPECT_EQ(g.nan_count, e.nan);
+        EXPECT_EQ(g.inf_count, e.inf);
+        EXPECT_EQ(f32_bits(g.max_abs), f32_bits(e.max_abs));
+        EXPECT_EQ(g.min, e.mn);
+        EXPECT_EQ(g.max, e.mx);
+      }
+  dbuf counts(2048 * 8);
+  EXPECT_EQ(
+      detail::histogram_stats_accumulate(counts.p, dtype::f32, 4, make_spec(layout::abs, 2048),
+                                         counts.as<std::uint64_t>(), nullptr, nullptr)
+          .code,
+      errc::null_pointer);
 }
 
 TEST_F(gpu_histogram, stats_accumulate_across_calls_and_signs) {
