@@ -137,6 +137,12 @@ __device__ inline double tensorrt_candidate(const task_desc& t, const area& a, s
   const std::uint64_t* s = a.s;
   const std::uint32_t* n = a.n;
   const std::int64_t levels = t.levels;
+  const std::uint64_t total = s[t.bins];
+  const std::uint64_t kept = s[i];
+  // One bin per level and no tail: Q = P bin for bin, KL is exactly 0 (the direct formula
+  // gets exactly 0 too, p_j / q_j = 1). The prefix form would leave rounding noise of either
+  // sign there and break the "largest index wins exact ties" rule among these candidates.
+  if (levels >= i && kept == total && kept > 0) return 0.0;
   double level_sum = 0.0;  // sum_g M_g ln(M_g / n_g)
   if (levels >= i) {
     // Every level holds at most one bin (j L / i steps by >= 1), so the sum is H(i).
@@ -153,8 +159,6 @@ __device__ inline double tensorrt_candidate(const task_desc& t, const area& a, s
     }
     level_sum = warp_sum(level_sum);
   }
-  const std::uint64_t total = s[t.bins];
-  const std::uint64_t kept = s[i];
   const std::uint64_t tail = total - kept;
   const std::uint64_t last = kept - s[i - 1];
   if (total == 0 || kept == 0 || (last == 0 && tail > 0))

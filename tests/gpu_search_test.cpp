@@ -128,6 +128,14 @@ void run_gpu(const std::vector<host_case>& cases, std::vector<gpu_output>* out,
   }
 }
 
+/// Field by field, floating-point fields by bit pattern (memcmp would also compare padding).
+bool bit_identical(const search_result& a, const search_result& b) {
+  using klcal::test::bits_of;
+  return bits_of(a.amax) == bits_of(b.amax) && bits_of(a.scale) == bits_of(b.scale) &&
+         a.index == b.index && bits_of(a.score) == bits_of(b.score) &&
+         bits_of(a.clipped_fraction) == bits_of(b.clipped_fraction) && a.degenerate == b.degenerate;
+}
+
 bool has_curve(const search_options& o) {
   return o.meth == method::entropy || o.meth == method::mse;
 }
@@ -276,6 +284,24 @@ TEST_F(gpu_search, tensorrt_exact_ties_pick_largest_index) {
   for (std::size_t k = 1000 - 128; k < out[0].curve.size(); ++k)
     ASSERT_EQ(out[0].curve[k], 0.0) << "candidate " << k;
   EXPECT_EQ(check_against_reference({c}, "tie"), 0);
+}
+
+TEST_F(gpu_search, tensorrt_one_bin_per_level_ties_pick_largest_index) {
+  // 12 bits: L = 2048 >= i for every candidate, so each level is one bin and every candidate
+  // without a tail (i >= 500 here) has Q = P, KL exactly 0; the largest index must win even
+  // though the counts are arbitrary (no exact logarithms).
+  std::mt19937_64 rng(3);
+  host_case c;
+  c.spec = abs_spec(1024);
+  c.opts.bits = 12;
+  c.counts.assign(1024, 0);
+  for (int j = 0; j < 500; ++j) c.counts[j] = 1 + rng() % 100000;
+  std::vector<gpu_output> out;
+  run_gpu({c}, &out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].result.index, 1024);
+  EXPECT_EQ(out[0].result.score, 0.0);
+  EXPECT_EQ(check_against_reference({c}, "one bin per level"), 0);
 }
 
 TEST_F(gpu_search, mxnet_exact_ties_pick_first_index) {
@@ -562,8 +588,7 @@ TEST_F(gpu_search, batched_equals_one_by_one) {
     std::vector<gpu_output> single;
     run_gpu({cases[k]}, &single);
     ASSERT_EQ(single.size(), 1u);
-    EXPECT_EQ(std::memcmp(&single[0].result, &batched[k].result, sizeof(search_result)), 0)
-        << "task " << k;
+    EXPECT_TRUE(bit_identical(single[0].result, batched[k].result)) << "task " << k;
     EXPECT_EQ(single[0].curve.size(), batched[k].curve.size());
     EXPECT_EQ(
         std::memcmp(single[0].curve.data(), batched[k].curve.data(), 8 * single[0].curve.size()), 0)
@@ -692,7 +717,7 @@ TEST_F(gpu_search, deterministic_across_runs_and_streams) {
   ASSERT_EQ(side.size(), cases.size());
   for (std::size_t k = 0; k < cases.size(); ++k) {
     for (const auto* other : {&second[k], &side[k]}) {
-      EXPECT_EQ(std::memcmp(&first[k].result, &other->result, sizeof(search_result)), 0) << k;
+      EXPECT_TRUE(bit_identical(first[k].result, other->result)) << k;
       ASSERT_EQ(first[k].curve.size(), other->curve.size());
       EXPECT_EQ(std::memcmp(first[k].curve.data(), other->curve.data(), 8 * first[k].curve.size()),
                 0)
