@@ -509,8 +509,9 @@ int calibrate(calibrate_settings s) {
           bar.add(std::uint64_t(c.n) * r.header().itemsize(), grp.name);
         }
       }
-      // docs/numerics.md 1.5: [0, max_abs), or [0, 2^-64) when there is no non-zero finite value.
-      float hi = t.stats.max_abs > 0 ? t.stats.max_abs : std::ldexp(1.0f, -64);
+      // docs/numerics.md 1.5: hi = max(max_abs, 2^-64); the floor keeps all-zero data and
+      // subnormal maxima valid (finite fp32 bin scale).
+      float hi = std::max(t.stats.max_abs, std::ldexp(1.0f, -64));
       t.spec = s.rules == rule_set::mxnet ? histogram_spec{layout::signed_, s.bins, -hi, hi}
                                           : histogram_spec{layout::abs, s.bins, 0.0f, hi};
       if (status st = validate(t.spec); !st.ok()) {

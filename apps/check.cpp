@@ -1,4 +1,5 @@
 // `klcal check`: recomputes stored scales with the brute-force reference and reports disagreements.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -235,7 +236,7 @@ int run_check(const std::vector<std::string>& args) {
         while (r.next(c)) (void)reference::add(probe, c.data, c.type, c.n);
       }
       max_abs = probe.max_abs;
-      float hi = max_abs > 0 ? max_abs : std::ldexp(1.0f, -64);
+      float hi = std::max(max_abs, std::ldexp(1.0f, -64));
       spec = mx ? histogram_spec{layout::signed_, e.bins, -hi, hi}
                 : histogram_spec{layout::abs, e.bins, 0.0f, hi};
       reference::histogram h;

@@ -88,7 +88,7 @@ int run_inspect(const std::vector<std::string>& args) {
     while (r.next(c)) be->stats(c, &st);
   }
   if (count == 0) throw error(errc::format_error, src.display() + ": tensor is empty");
-  float hi = st.max_abs > 0 ? st.max_abs : std::ldexp(1.0f, -64);
+  float hi = std::max(st.max_abs, std::ldexp(1.0f, -64));
   histogram_spec spec{layout::abs, bins, 0.0f, hi};
   be->begin(spec);
   {

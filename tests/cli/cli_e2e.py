@@ -315,12 +315,19 @@ def case_degenerate(work):
     np.save(os.path.join(d, "b_empty.npy"), np.zeros((0, 4), np.float32))
     np.save(os.path.join(d, "c_nan.npy"), np.full(100, np.nan, np.float32))
     np.save(os.path.join(d, "d_zero.npy"), np.zeros(100, np.float16))
+    # Subnormal maximum: the two-pass range is floored at 2^-64 (numerics.md 1.5).
+    np.save(os.path.join(d, "e_tiny.npy"), np.array([1e-40, -3e-41, 0, 2e-39], np.float32))
     cache = os.path.join(work, "d.cache")
     p = run(["calibrate", "--cache", cache, "--method", "entropy,max,percentile,mse", d])
     require("tensor 'b_empty' is empty (0 elements), skipped" in p.stderr, p.stderr)
     require("tensor 'c_nan' has no finite values (100 NaN, 0 Inf)" in p.stderr, p.stderr)
     _, entries = read_cache(cache)
-    require(entries == {"a_ok": entries["a_ok"], "c_nan": "0", "d_zero": "0"}, entries)
+    require(entries == {"a_ok": entries["a_ok"], "c_nan": "0", "d_zero": "0", "e_tiny": "0"},
+            entries)  # all of e_tiny's mass is in bin 0 of [0, 2^-64): all-zero, degenerate
+    js2 = os.path.join(work, "t.json")
+    run(["calibrate", "--json", js2, "--method", "max", d])
+    p2 = run(["check", "--json", js2, d])
+    require("OK: 4 of 4" in p2.stdout, p2.stdout)
     require("degenerate" in p.stdout, p.stdout)
     p = run(["calibrate", os.path.join(d, "b_empty.npy")], expect_rc=3)
     require("every tensor in the inputs is empty" in p.stderr, p.stderr)
@@ -328,7 +335,7 @@ def case_degenerate(work):
     js = os.path.join(work, "s.json")
     run(["calibrate", "--range", "streaming", "--json", js, d])
     p = run(["check", "--json", js, d])
-    require("OK: 3 of 3" in p.stdout, p.stdout)
+    require("OK: 4 of 4" in p.stdout, p.stdout)
 
 
 def case_inspect(work):
