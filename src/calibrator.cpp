@@ -5,6 +5,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -57,10 +58,24 @@ calibrator calibrator::fixed(const histogram_spec& spec, cudaStream_t stream) {
   return calibrator(range_policy::fixed, spec, stream);
 }
 
-calibrator calibrator::two_pass(std::int32_t bins, cudaStream_t stream) {
+namespace {
+
+/// Two-pass spec for a given hi: [0, hi) for abs, [-hi, hi) for signed (numerics.md 1.5).
+histogram_spec two_pass_spec(layout kind, std::int32_t bins, float hi) {
   histogram_spec s;
+  s.kind = kind;
   s.bins = bins;
-  s.hi = std::ldexp(1.0f, min_exp);  // placeholder until end_range_pass()
+  s.hi = hi;
+  s.lo = kind == layout::signed_ ? -hi : 0.0f;
+  return s;
+}
+
+}  // namespace
+
+calibrator calibrator::two_pass(std::int32_t bins, cudaStream_t stream, layout kind) {
+  if (kind != layout::abs && kind != layout::signed_) fail(errc::invalid_option, "two_pass(kind)");
+  // hi = 2^-64 is a placeholder until end_range_pass().
+  const histogram_spec s = two_pass_spec(kind, bins, std::ldexp(1.0f, min_exp));
   check(validate(s), "two_pass(bins)");
   return calibrator(range_policy::two_pass, s, stream);
 }
@@ -208,8 +223,8 @@ void calibrator::end_range_pass(cudaStream_t stream) {
     fail(errc::invalid_option, "end_range_pass() needs two_pass");
   if (range_done_) fail(errc::invalid_option, "end_range_pass() called twice");
   const tensor_stats s = stats(stream);
-  // numerics.md 1.5: [0, max_abs), or [0, 2^-64) when max_abs is 0.
-  spec_.hi = s.max_abs > 0.0f ? s.max_abs : std::ldexp(1.0f, min_exp);
+  // numerics.md 1.5: hi = max(max_abs, 2^-64); the floor also covers subnormal maxima.
+  spec_ = two_pass_spec(spec_.kind, spec_.bins, std::max(s.max_abs, std::ldexp(1.0f, min_exp)));
   check(validate(spec_), "end_range_pass");
   range_done_ = true;
 }
@@ -253,7 +268,7 @@ void calibrator::reset(cudaStream_t stream) {
     spec_ = streaming_spec(spec_.bins, exp_);
   } else if (policy_ == range_policy::two_pass) {
     range_done_ = false;
-    spec_.hi = std::ldexp(1.0f, min_exp);
+    spec_ = two_pass_spec(spec_.kind, spec_.bins, std::ldexp(1.0f, min_exp));
   }
 }
 

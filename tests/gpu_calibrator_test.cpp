@@ -134,6 +134,45 @@ TEST_F(gpu_calibrator, two_pass_all_zero_uses_tiny_range) {
   EXPECT_EQ(h[0], 100u);
 }
 
+// hi = max(max_abs, 2^-64): maxima below 2^-64 (subnormal ones included) use the floor.
+TEST_F(gpu_calibrator, two_pass_tiny_maximum_uses_floor) {
+  std::vector<unsigned char> bytes(4 * 300);
+  for (int i = 0; i < 300; ++i) {
+    const float x = (i % 3 == 0) ? 1e-25f * static_cast<float>(i) : 1e-40f * (i % 7);
+    std::memcpy(&bytes[i * 4], &x, 4);
+  }
+  batch b(bytes, dtype::f32);
+  calibrator c = calibrator::two_pass(2048, nullptr);
+  c.add_range(b.d, b.n, b.type, nullptr);
+  c.end_range_pass(nullptr);
+  c.add(b.d, b.n, b.type, nullptr);
+  reference::histogram ref;
+  ASSERT_TRUE(reference::two_pass_histogram(bytes.data(), dtype::f32, b.n, 2048, &ref).ok());
+  EXPECT_EQ(c.spec().hi, std::ldexp(1.0f, -64));
+  expect_matches(c, ref);
+}
+
+// The signed two-pass variant: [-hi, hi) with the same hi (numerics.md 1.5), odd bins.
+TEST_F(gpu_calibrator, two_pass_signed_equals_reference) {
+  batch b(values(20000, 2.0f, 25, dtype::bf16), dtype::bf16);
+  calibrator c = calibrator::two_pass(8001, nullptr, layout::signed_);
+  c.add_range(b.d, b.n, b.type, nullptr);
+  c.end_range_pass(nullptr);
+  c.add(b.d, b.n, b.type, nullptr);
+  reference::histogram abs_ref;
+  ASSERT_TRUE(reference::two_pass_histogram(b.bytes.data(), b.type, b.n, 8001, &abs_ref).ok());
+  histogram_spec spec;
+  spec.kind = layout::signed_;
+  spec.bins = 8001;
+  spec.hi = abs_ref.spec.hi;
+  spec.lo = -spec.hi;
+  reference::histogram ref;
+  ASSERT_TRUE(reference::make_histogram(spec, &ref).ok());
+  ASSERT_TRUE(reference::add(ref, b.bytes.data(), b.type, b.n).ok());
+  expect_matches(c, ref);
+  EXPECT_EQ(c.compute(search_options::mxnet(), nullptr).degenerate, false);
+}
+
 TEST_F(gpu_calibrator, streaming_equals_reference_in_any_order) {
   // Scales that force several folds; two orders must give identical counts and range.
   const float scales[] = {1e-3f, 0.5f, 40.0f, 3.0f, 1e5f};

@@ -14,7 +14,7 @@ namespace klcal {
 /// How a calibrator chooses its histogram range (docs/numerics.md 1.5).
 enum class range_policy : std::uint8_t {
   fixed = 0,      ///< the caller's [lo, hi), any layout
-  two_pass = 1,   ///< add_range() over all data, end_range_pass(), then add(): abs [0, max_abs)
+  two_pass = 1,   ///< add_range() over all data, end_range_pass(), then add(): [0, hi) or [-hi, hi)
   streaming = 2,  ///< one pass, abs, power-of-two bins, hi = 2^e grows by pairwise folds
 };
 
@@ -33,9 +33,9 @@ class calibrator {
  public:
   /// Fixed range: bins every value into `spec` (abs or signed). Throws on an invalid spec.
   static calibrator fixed(const histogram_spec& spec, cudaStream_t stream);
-  /// Two-pass range: abs layout with `bins` bins over [0, max_abs) of all data (2^-64 when
-  /// max_abs is 0), see add_range() and end_range_pass().
-  static calibrator two_pass(std::int32_t bins, cudaStream_t stream);
+  /// Two-pass range: `bins` bins over [0, hi) (abs) or [-hi, hi) (signed, e.g. for mxnet with an
+  /// odd `bins`) with hi = max(max_abs of all data, 2^-64); see add_range() and end_range_pass().
+  static calibrator two_pass(std::int32_t bins, cudaStream_t stream, layout kind = layout::abs);
   /// Streaming power-of-two range; `bins` must be a power of two (errc::bins_not_power_of_two).
   static calibrator streaming(std::int32_t bins, cudaStream_t stream);
 
@@ -55,7 +55,7 @@ class calibrator {
   /// Asynchronous. Throws errc::invalid_option for other policies or after end_range_pass().
   void add_range(const void* d_in, std::int64_t n, dtype t, cudaStream_t stream);
 
-  /// Ends the first pass: hi = max_abs (or 2^-64 when it is 0). Synchronizes `stream`.
+  /// Ends the first pass: hi = max(max_abs, 2^-64) (numerics.md 1.5). Synchronizes `stream`.
   void end_range_pass(cudaStream_t stream);
 
   /// Adds another calibrator's counts and statistics (numerics.md 1.4). Both must have the same
