@@ -6,8 +6,10 @@
 //   (P - e) ln(P - e) = P ln P - e ln P - e + sum_{n>=1} e^(n+1) / (n (n+1) P^n)
 // (all terms of the tail are positive; with P >= 1 and e <= policy::mxnet_series_max_shift four
 // of them leave a relative error below 4e-14), falling back to bin-by-bin sums over the
-// non-empty bins for windows so sparse that e is larger. All arithmetic is fp64; sums that carry
-// the large cancelling terms use compensated (double-double) accumulation.
+// non-empty bins for windows so sparse that e is larger. All arithmetic is fp64: the prefix sums
+// of c ln c (up to 2^24 terms) are compensated (double-double); the per-candidate level sums
+// (at most L terms) are plain, with their error bound noted where they are formed. KL values
+// within rounding noise of 0 are reported as 0 (policy::kl_zero_snap).
 #include <algorithm>
 #include <atomic>
 #include <cmath>
