@@ -57,6 +57,10 @@ inline constexpr int search_prefix_items = 8;
 /// block stays below the 32764-byte limit of CUDA 12.1+ on sm_70+).
 inline constexpr int search_tasks_per_launch = 360;
 
+/// Calls with at most this many tasks use a small parameter block (~700 bytes) instead, so a
+/// single-histogram search does not copy ~30 KB of parameters into each of its three launches.
+inline constexpr int search_small_tasks_per_launch = 8;
+
 /// Upper bound of the candidate grid of one launch (grid.x <= 2^31 - 1, with margin); a chunk
 /// of tasks ends early when its candidate blocks would exceed it.
 inline constexpr std::int64_t search_max_blocks_per_launch = std::int64_t{1} << 30;

@@ -50,7 +50,9 @@ __device__ inline std::int64_t zero_bin_index(const task_desc& t) {
 /// task's workspace area, tile by tile with one block scan, plus the totals of task_meta.
 /// The arrays live in global memory (L2-resident for the usual sizes) so that all candidate
 /// blocks of a histogram share one copy; any bin count up to 2^24 works the same way.
-__global__ void __launch_bounds__(threads) search_prefix_kernel(const chunk ch, unsigned char* ws) {
+template <int Capacity>
+__global__ void __launch_bounds__(threads)
+    search_prefix_kernel(const chunk<Capacity> ch, unsigned char* ws) {
   const task_desc t = ch.tasks[blockIdx.x];
   const area a = area_of(t, ws);
   const std::int64_t bins = t.bins;
@@ -185,8 +187,9 @@ __device__ void mxnet_block(const task_desc& t, const area& a, std::int32_t cand
 /// Candidate blocks of every task of the chunk: tensorrt entropy and mse give each warp one
 /// candidate (O(levels) resp. O(bins) work) and reduce the block's warps to one partial argmin;
 /// mxnet gives each block one candidate. Writes the curve when asked for.
+template <int Capacity>
 __global__ void __launch_bounds__(threads)
-    search_candidates_kernel(const chunk ch, unsigned char* ws) {
+    search_candidates_kernel(const chunk<Capacity> ch, unsigned char* ws) {
   // The task of this block: the last one whose first block is <= blockIdx.x (tasks without
   // candidate blocks share their begin with the next task and are never selected).
   const std::int32_t b = static_cast<std::int32_t>(blockIdx.x);
@@ -229,8 +232,9 @@ __global__ void __launch_bounds__(threads)
 
 /// One block per task: the argmin over the task's partials (fixed tree; the order does not
 /// matter anyway, see prefer()), then the search_result of numerics.md 5.
+template <int Capacity>
 __global__ void __launch_bounds__(threads)
-    search_finalize_kernel(const chunk ch, unsigned char* ws, search_result* results) {
+    search_finalize_kernel(const chunk<Capacity> ch, unsigned char* ws, search_result* results) {
   const task_desc t = ch.tasks[blockIdx.x];
   const area a = area_of(t, ws);
   const bool largest_wins = t.tensorrt_entropy != 0;
@@ -349,17 +353,49 @@ task_desc describe(const search_task& task, std::uint64_t* area_bytes) noexcept 
   return d;
 }
 
-status launch(const chunk& ch, std::int32_t candidate_blocks, unsigned char* ws,
+template <int Capacity>
+status launch(const chunk<Capacity>& ch, std::int32_t candidate_blocks, unsigned char* ws,
               search_result* d_results, cudaStream_t stream) noexcept {
-  search_prefix_kernel<<<ch.count, threads, 0, stream>>>(ch, ws);
+  search_prefix_kernel<Capacity><<<ch.count, threads, 0, stream>>>(ch, ws);
   KLCAL_TRY(cudaGetLastError());
   if (candidate_blocks > 0) {
-    search_candidates_kernel<<<candidate_blocks, threads, 0, stream>>>(ch, ws);
+    search_candidates_kernel<Capacity><<<candidate_blocks, threads, 0, stream>>>(ch, ws);
     KLCAL_TRY(cudaGetLastError());
   }
-  search_finalize_kernel<<<ch.count, threads, 0, stream>>>(ch, ws, d_results);
+  search_finalize_kernel<Capacity><<<ch.count, threads, 0, stream>>>(ch, ws, d_results);
   KLCAL_TRY(cudaGetLastError());
   return errc::ok;
+}
+
+/// Packs the (validated) tasks into chunks of up to Capacity tasks and launches each chunk.
+/// Every task's workspace area follows the previous one's, across chunks.
+template <int Capacity>
+status run_chunks(const search_task* h_tasks, std::int32_t num_tasks, unsigned char* ws,
+                  search_result* d_results, cudaStream_t stream) noexcept {
+  chunk<Capacity> ch{};  // up to ~30 KB, host stack
+  ch.count = 0;
+  std::int64_t blocks = 0;
+  std::uint64_t offset = 0;
+  for (std::int32_t k = 0; k < num_tasks; ++k) {
+    std::uint64_t bytes = 0;
+    task_desc d = describe(h_tasks[k], &bytes);
+    if (ch.count == Capacity ||
+        (ch.count > 0 && blocks + d.num_blocks > search_max_blocks_per_launch)) {
+      ch.block_begin[ch.count] = static_cast<std::int32_t>(blocks);
+      KLCAL_CHECK(launch(ch, static_cast<std::int32_t>(blocks), ws, d_results, stream));
+      ch.count = 0;
+      blocks = 0;
+    }
+    if (ch.count == 0) ch.first_task = k;
+    d.ws_offset = offset;
+    offset += bytes;
+    ch.block_begin[ch.count] = static_cast<std::int32_t>(blocks);
+    ch.tasks[ch.count] = d;
+    ++ch.count;
+    blocks += d.num_blocks;
+  }
+  ch.block_begin[ch.count] = static_cast<std::int32_t>(blocks);
+  return launch(ch, static_cast<std::int32_t>(blocks), ws, d_results, stream);
 }
 
 }  // namespace
@@ -392,30 +428,10 @@ status search(void* d_temp, std::size_t& temp_bytes, const search_task* h_tasks,
 
   const auto base = reinterpret_cast<std::uintptr_t>(d_temp);
   auto* ws = reinterpret_cast<unsigned char*>(align_up(base, ws_align));
-  chunk ch{};  // ~30 KB, host stack
-  ch.count = 0;
-  std::int64_t blocks = 0;
-  std::uint64_t offset = 0;
-  for (std::int32_t k = 0; k < num_tasks; ++k) {
-    std::uint64_t bytes = 0;
-    task_desc d = describe(h_tasks[k], &bytes);
-    if (ch.count == detail::search_tasks_per_launch ||
-        (ch.count > 0 && blocks + d.num_blocks > detail::search_max_blocks_per_launch)) {
-      ch.block_begin[ch.count] = static_cast<std::int32_t>(blocks);
-      KLCAL_CHECK(launch(ch, static_cast<std::int32_t>(blocks), ws, d_results, stream));
-      ch.count = 0;
-      blocks = 0;
-    }
-    if (ch.count == 0) ch.first_task = k;
-    d.ws_offset = offset;
-    offset += bytes;
-    ch.block_begin[ch.count] = static_cast<std::int32_t>(blocks);
-    ch.tasks[ch.count] = d;
-    ++ch.count;
-    blocks += d.num_blocks;
-  }
-  ch.block_begin[ch.count] = static_cast<std::int32_t>(blocks);
-  return launch(ch, static_cast<std::int32_t>(blocks), ws, d_results, stream);
+  if (num_tasks <= detail::search_small_tasks_per_launch)
+    return run_chunks<detail::search_small_tasks_per_launch>(h_tasks, num_tasks, ws, d_results,
+                                                             stream);
+  return run_chunks<detail::search_tasks_per_launch>(h_tasks, num_tasks, ws, d_results, stream);
 }
 
 }  // namespace klcal

@@ -37,14 +37,18 @@ struct task_desc {
 /// The tasks of one launch. Kernel parameters (CUDA 12.1+ on sm_70+ accepts up to 32764 bytes)
 /// carry them, so the caller's host array may be freed as soon as search() returns and the
 /// launches can be captured into a CUDA graph (a pageable host-to-device copy could not be).
+/// Two capacities are instantiated so that a call with a few tasks does not push ~30 KB of
+/// parameters through every one of its launches.
+template <int Capacity>
 struct chunk {
   std::int32_t count;       ///< tasks in this chunk
   std::int32_t first_task;  ///< index of tasks[0] in the caller's array (= its result slot)
   /// block_begin[t] = first candidate block of task t; block_begin[count] = the grid size.
-  std::int32_t block_begin[search_tasks_per_launch + 1];
-  task_desc tasks[search_tasks_per_launch];
+  std::int32_t block_begin[Capacity + 1];
+  task_desc tasks[Capacity];
 };
-static_assert(sizeof(chunk) <= 32000, "kernel parameters are limited to 32764 bytes");
+static_assert(sizeof(chunk<search_tasks_per_launch>) <= 32000,
+              "kernel parameters are limited to 32764 bytes");
 
 /// Per-task totals written by the prefix kernel and read by the finalize kernel.
 struct task_meta {
