@@ -1,9 +1,8 @@
 // Example: calibrate one fp32 tensor on the CPU (two-pass range, TensorRT entropy rule set).
-#include <klcal/cpu.hpp>
-
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <klcal/cpu.hpp>
 #include <vector>
 
 int main() {
@@ -26,8 +25,8 @@ int main() {
   klcal::histogram_spec spec;  // abs layout, 2048 bins
   spec.hi = stats.max_abs;
   std::vector<std::uint64_t> counts(spec.bins, 0);
-  if (auto s = klcal::cpu::histogram_accumulate(x.data(), klcal::dtype::f32, n, spec,
-                                                counts.data(), nullptr);
+  if (auto s = klcal::cpu::histogram_accumulate(x.data(), klcal::dtype::f32, n, spec, counts.data(),
+                                                nullptr);
       !s) {
     std::fprintf(stderr, "histogram failed: %s\n", klcal::to_string(s).c_str());
     return 1;
