@@ -50,6 +50,12 @@ inline constexpr int fold_block_threads = 1024;
 /// warp one candidate, the mxnet one gives each block one candidate (O(s) work per candidate).
 inline constexpr int search_block_threads = 256;
 
+/// Entropy values with |KL| below this are reported as exactly 0, as the CPU backend does
+/// (src/cpu_policy.hpp, docs/numerics.md 2.1): KL is never negative, a lossless candidate has
+/// KL exactly 0 in the direct formula, and the fast forms leave rounding noise of either sign
+/// there that would otherwise decide the tie rule among such candidates.
+inline constexpr double search_kl_zero_snap = 1e-12;
+
 /// Items per thread and tile of the prefix-sum block scan (a 2048-bin histogram is one tile).
 inline constexpr int search_prefix_items = 8;
 

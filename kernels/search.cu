@@ -18,6 +18,11 @@ constexpr int threads = search_block_threads;
 constexpr int warps_per_block = threads / 32;
 constexpr double mxnet_eps = 1e-4;  // numerics.md 3
 
+/// Rounding noise around an exact 0 KL becomes 0 (kernels/policy.cuh).
+__device__ inline double snap_zero(double kl) {
+  return fabs(kl) < klcal::detail::search_kl_zero_snap ? 0.0 : kl;
+}
+
 __device__ inline double pos_inf() {
   return __longlong_as_double(0x7ff0000000000000LL);
 }
@@ -178,7 +183,7 @@ __device__ void mxnet_block(const task_desc& t, const area& a, std::int32_t cand
     kl = block_sum(kl, scratch);
   }
   if (threadIdx.x == 0) {
-    const double v = finite ? kl.x : pos_inf();
+    const double v = finite ? snap_zero(kl.x) : pos_inf();
     if (t.curve != nullptr) t.curve[candidate] = v;
     a.partials[candidate] = partial{isnan(v) ? pos_inf() : v, candidate, 0};
   }
@@ -216,8 +221,8 @@ __global__ void __launch_bounds__(threads)
   partial mine{0.0, -1, 0};
   if (k < t.num_candidates) {  // uniform per warp
     const std::int64_t i = t.start_bin + k * t.stride;
-    const double v =
-        t.tensorrt_entropy ? tensorrt_candidate(t, a, i, lane) : mse_candidate(t, i, lane);
+    const double v = t.tensorrt_entropy ? snap_zero(tensorrt_candidate(t, a, i, lane))
+                                        : mse_candidate(t, i, lane);
     if (lane == 0 && t.curve != nullptr) t.curve[k] = v;
     mine = partial{isnan(v) ? pos_inf() : v, static_cast<std::int32_t>(k), 0};
   }
