@@ -80,4 +80,20 @@ inline double parse_double(const std::string& opt, const std::string& v, double 
   return x;
 }
 
+/// Parses one --method value: entropy, max, percentile or mse.
+inline method parse_method_option(const std::string& opt, const std::string& v) {
+  if (v == "entropy") return method::entropy;
+  if (v == "max") return method::max;
+  if (v == "percentile") return method::percentile;
+  if (v == "mse") return method::mse;
+  throw usage_error(opt + " '" + v + "': expected entropy, max, percentile or mse");
+}
+
+/// Parses a --rules value: tensorrt or mxnet.
+inline rule_set parse_rules_option(const std::string& opt, const std::string& v) {
+  if (v == "tensorrt") return rule_set::tensorrt;
+  if (v == "mxnet") return rule_set::mxnet;
+  throw usage_error(opt + " '" + v + "': expected tensorrt or mxnet");
+}
+
 }  // namespace klcal::cli

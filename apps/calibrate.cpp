@@ -285,6 +285,19 @@ void print_results(const calibrate_settings& s, const std::vector<tensor_result>
   if (any_deg) std::cout << "* degenerate result (empty, all-zero, or every candidate infinite)\n";
 }
 
+/// The search options of method m under the run's settings (rules apply to entropy only).
+search_options options_for(const calibrate_settings& s, method m) {
+  search_options o;
+  o.meth = m;
+  o.rules = m == method::entropy ? s.rules : rule_set::tensorrt;
+  o.start_bin = s.start_bin;
+  o.stride = s.stride;
+  o.bits = s.bits;
+  o.is_unsigned = s.is_unsigned;
+  o.percentile = s.percentile;
+  return o;
+}
+
 void validate_settings(calibrate_settings& s) {
   if (s.methods.empty()) s.methods.push_back(method::entropy);
   {
@@ -345,14 +358,7 @@ void validate_settings(calibrate_settings& s) {
   // Backstop: the library's own validation of every (spec, options) pair.
   histogram_spec probe{mx ? layout::signed_ : layout::abs, s.bins, mx ? -1.0f : 0.0f, 1.0f};
   for (auto m : s.methods) {
-    search_options o;
-    o.meth = m;
-    o.rules = m == method::entropy ? s.rules : rule_set::tensorrt;
-    o.start_bin = s.start_bin;
-    o.stride = s.stride;
-    o.bits = s.bits;
-    o.is_unsigned = s.is_unsigned;
-    o.percentile = s.percentile;
+    const search_options o = options_for(s, m);
     if (status st = validate(probe, o); !st.ok()) {
       throw usage_error(std::string("invalid options for method ") + method_name(m) + ": " +
                         to_string(st));
@@ -454,17 +460,7 @@ int calibrate(calibrate_settings s) {
   progress_bar bar(show_progress, total_bytes * (s.streaming ? 1 : 2));
 
   std::vector<search_options> opts;
-  for (auto m : s.methods) {
-    search_options o;
-    o.meth = m;
-    o.rules = m == method::entropy ? s.rules : rule_set::tensorrt;
-    o.start_bin = s.start_bin;
-    o.stride = s.stride;
-    o.bits = s.bits;
-    o.is_unsigned = s.is_unsigned;
-    o.percentile = s.percentile;
-    opts.push_back(o);
-  }
+  for (auto m : s.methods) opts.push_back(options_for(s, m));
 
   std::vector<tensor_result> out;
   const bool want_curves = !s.curves_dir.empty();
@@ -509,13 +505,9 @@ int calibrate(calibrate_settings s) {
           bar.add(std::uint64_t(c.n) * r.header().itemsize(), grp.name);
         }
       }
-      // docs/numerics.md 1.5: hi = max(max_abs, 2^-64); the floor keeps all-zero data and
-      // subnormal maxima valid (finite fp32 bin scale).
-      float hi = std::max(t.stats.max_abs, std::ldexp(1.0f, -64));
-      t.spec = s.rules == rule_set::mxnet ? histogram_spec{layout::signed_, s.bins, -hi, hi}
-                                          : histogram_spec{layout::abs, s.bins, 0.0f, hi};
+      t.spec = two_pass_spec(t.stats.max_abs, s.bins, s.rules == rule_set::mxnet);
       if (status st = validate(t.spec); !st.ok()) {
-        throw error(st, "tensor '" + grp.name + "': max |x| = " + fmt_g(hi, 9) +
+        throw error(st, "tensor '" + grp.name + "': max |x| = " + fmt_g(t.spec.hi, 9) +
                             " gives an invalid histogram range [" + fmt_g(t.spec.lo, 9) + ", " +
                             fmt_g(t.spec.hi, 9) + "): " + to_string(st));
       }
@@ -594,26 +586,11 @@ int run_calibrate(const std::vector<std::string>& args) {
       bool any = false;
       while (std::getline(ss, item, ',')) {
         any = true;
-        if (item == "entropy")
-          s.methods.push_back(method::entropy);
-        else if (item == "max")
-          s.methods.push_back(method::max);
-        else if (item == "percentile")
-          s.methods.push_back(method::percentile);
-        else if (item == "mse")
-          s.methods.push_back(method::mse);
-        else
-          throw usage_error("--method '" + item + "': expected entropy, max, percentile or mse");
+        s.methods.push_back(parse_method_option(a, item));
       }
       if (!any) throw usage_error("--method '': expected entropy, max, percentile or mse");
     } else if (a == "--rules") {
-      std::string v = w.value(a);
-      if (v == "tensorrt")
-        s.rules = rule_set::tensorrt;
-      else if (v == "mxnet")
-        s.rules = rule_set::mxnet;
-      else
-        throw usage_error("--rules '" + v + "': expected tensorrt or mxnet");
+      s.rules = parse_rules_option(a, w.value(a));
     } else if (a == "--range") {
       std::string v = w.value(a);
       if (v == "two-pass" || v == "two_pass")

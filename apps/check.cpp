@@ -135,25 +135,9 @@ int run_check(const std::vector<std::string>& args) {
     } else if (a == "--json") {
       json_path = w.value(a);
     } else if (a == "--method") {
-      std::string v = w.value(a);
-      if (v == "entropy")
-        cache_opts.meth = method::entropy;
-      else if (v == "max")
-        cache_opts.meth = method::max;
-      else if (v == "percentile")
-        cache_opts.meth = method::percentile;
-      else if (v == "mse")
-        cache_opts.meth = method::mse;
-      else
-        throw usage_error("--method '" + v + "': expected entropy, max, percentile or mse");
+      cache_opts.meth = parse_method_option(a, w.value(a));
     } else if (a == "--rules") {
-      std::string v = w.value(a);
-      if (v == "tensorrt")
-        cache_opts.rules = rule_set::tensorrt;
-      else if (v == "mxnet")
-        cache_opts.rules = rule_set::mxnet;
-      else
-        throw usage_error("--rules '" + v + "': expected tensorrt or mxnet");
+      cache_opts.rules = parse_rules_option(a, w.value(a));
     } else if (a == "--bins") {
       cache_bins = static_cast<std::int32_t>(parse_int(a, w.value(a), 2, max_bins));
     } else if (a == "--range") {
@@ -236,9 +220,7 @@ int run_check(const std::vector<std::string>& args) {
         while (r.next(c)) (void)reference::add(probe, c.data, c.type, c.n);
       }
       max_abs = probe.max_abs;
-      float hi = std::max(max_abs, std::ldexp(1.0f, -64));
-      spec = mx ? histogram_spec{layout::signed_, e.bins, -hi, hi}
-                : histogram_spec{layout::abs, e.bins, 0.0f, hi};
+      spec = two_pass_spec(max_abs, e.bins, mx);
       reference::histogram h;
       if (status st = reference::make_histogram(spec, &h); !st.ok()) {
         throw error(errc::format_error, source + ": tensor '" + e.name + "': " + to_string(st));

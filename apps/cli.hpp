@@ -93,6 +93,10 @@ std::unique_ptr<backend> make_gpu_backend(std::string* why);
 
 const char* method_name(method m);
 const char* rules_name(rule_set r);
+/// The two-pass histogram range of docs/numerics.md 1.5: hi = max(max_abs, 2^-64), the floor
+/// keeping all-zero data and subnormal maxima valid (finite fp32 bin scale); [-hi, hi) in the
+/// signed (mxnet) layout, [0, hi) in the abs layout. The spec is not validated here.
+histogram_spec two_pass_spec(float max_abs, std::int32_t bins, bool signed_layout);
 /// Prints a number compactly for tables (%.6g; "inf", "nan").
 std::string fmt_g(double v, int digits = 6);
 /// True when the path exists (file, directory or anything else).

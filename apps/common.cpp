@@ -31,6 +31,12 @@ const char* rules_name(rule_set r) {
   return r == rule_set::mxnet ? "mxnet" : "tensorrt";
 }
 
+histogram_spec two_pass_spec(float max_abs, std::int32_t bins, bool signed_layout) {
+  const float hi = std::max(max_abs, std::ldexp(1.0f, -64));
+  return signed_layout ? histogram_spec{layout::signed_, bins, -hi, hi}
+                       : histogram_spec{layout::abs, bins, 0.0f, hi};
+}
+
 std::string fmt_g(double v, int digits) {
   if (std::isnan(v)) return "nan";
   if (std::isinf(v)) return v > 0 ? "inf" : "-inf";

@@ -88,8 +88,8 @@ int run_inspect(const std::vector<std::string>& args) {
     while (r.next(c)) be->stats(c, &st);
   }
   if (count == 0) throw error(errc::format_error, src.display() + ": tensor is empty");
-  float hi = std::max(st.max_abs, std::ldexp(1.0f, -64));
-  histogram_spec spec{layout::abs, bins, 0.0f, hi};
+  const histogram_spec spec = two_pass_spec(st.max_abs, bins, false);
+  const float hi = spec.hi;
   be->begin(spec);
   {
     auto r = src.open();
