@@ -15,6 +15,7 @@
 #include "golden.hpp"
 #include "klcal/cpu.hpp"
 #include "klcal/reference.hpp"
+#include "test_data.hpp"
 
 namespace {
 
@@ -22,53 +23,15 @@ using klcal::dtype;
 using klcal::errc;
 using klcal::histogram_spec;
 using klcal::layout;
+using klcal::test::all_dists;
 using klcal::test::bits_of;
+using klcal::test::dist;
+using klcal::test::dist_name;
+using klcal::test::dtype_name;
+using klcal::test::encode;
+using klcal::test::errc_name;
 namespace ref = klcal::reference;
 namespace cpu = klcal::cpu;
-
-std::string name_of(errc e) {
-  for (const auto& [n, v] : klcal::test::golden_detail::errc_names())
-    if (v == e) return n;
-  return "errc(" + std::to_string(static_cast<int>(e)) + ")";
-}
-
-std::uint32_t f32_to_bits(float f) {
-  std::uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-
-// IEEE half bit pattern of f by truncation (any pattern is valid test input; this one keeps the
-// value's magnitude and sign, produces subnormals for tiny values and Inf/NaN for Inf/NaN).
-std::uint16_t f32_to_half_trunc(float f) {
-  const std::uint32_t u = f32_to_bits(f);
-  const std::uint16_t sign = static_cast<std::uint16_t>((u >> 16) & 0x8000u);
-  const int e = static_cast<int>((u >> 23) & 0xffu);
-  const std::uint32_t m = u & 0x7fffffu;
-  if (e == 255) return sign | 0x7c00u | (m ? 0x200u : 0u);
-  const int he = e - 127 + 15;
-  if (he >= 31) return sign | 0x7c00u;  // overflow to Inf
-  if (he <= 0) {
-    if (he < -10) return sign;
-    const std::uint32_t full = m | 0x800000u;
-    return sign | static_cast<std::uint16_t>(full >> (14 - he));
-  }
-  return sign | static_cast<std::uint16_t>((he << 10) | (m >> 13));
-}
-
-enum class dist { uniform, gaussian, laplace, relu, zeros, one_value, nan_inf };
-const char* dist_name(dist d) {
-  switch (d) {
-    case dist::uniform: return "uniform";
-    case dist::gaussian: return "gaussian";
-    case dist::laplace: return "laplace";
-    case dist::relu: return "relu";
-    case dist::zeros: return "zeros";
-    case dist::one_value: return "one_value";
-    case dist::nan_inf: return "nan_inf";
-  }
-  return "?";
-}
 
 std::vector<float> make_values(dist d, std::size_t n, std::uint64_t seed) {
   std::mt19937_64 rng(seed);
@@ -100,22 +63,6 @@ std::vector<float> make_values(dist d, std::size_t n, std::uint64_t seed) {
   return v;
 }
 
-// Element bytes of type t for the values (f16 by truncation, bf16 by taking the upper half).
-std::vector<unsigned char> encode(const std::vector<float>& v, dtype t) {
-  const std::size_t w = klcal::dtype_size(t);
-  std::vector<unsigned char> out(v.size() * w);
-  for (std::size_t i = 0; i < v.size(); ++i) {
-    if (t == dtype::f32) {
-      std::memcpy(out.data() + 4 * i, &v[i], 4);
-    } else {
-      const std::uint16_t h = t == dtype::f16 ? f32_to_half_trunc(v[i])
-                                              : static_cast<std::uint16_t>(f32_to_bits(v[i]) >> 16);
-      std::memcpy(out.data() + 2 * i, &h, 2);
-    }
-  }
-  return out;
-}
-
 // Widened value of element i, through the reference's own widening (exact, independent of src/).
 float widened(const unsigned char* p, dtype t, std::size_t i) {
   if (t == dtype::f32) {
@@ -126,10 +73,6 @@ float widened(const unsigned char* p, dtype t, std::size_t i) {
   std::uint16_t h;
   std::memcpy(&h, p + 2 * i, 2);
   return t == dtype::f16 ? ref::half_to_float(h) : ref::bfloat16_to_float(h);
-}
-
-const char* dtype_name(dtype t) {
-  return t == dtype::f32 ? "f32" : t == dtype::f16 ? "f16" : "bf16";
 }
 
 // ---- histograms -------------------------------------------------------------------------------
@@ -174,15 +117,13 @@ std::vector<histogram_spec> specs_for(float max_abs) {
 
 TEST(cpu_histogram, equals_reference_over_dtypes_layouts_sizes_distributions) {
   const std::int64_t sizes[] = {0, 1, 31, 4097, (1 << 20) + 7};
-  const dist dists[] = {dist::uniform, dist::gaussian,  dist::laplace, dist::relu,
-                        dist::zeros,   dist::one_value, dist::nan_inf};
   const dtype types[] = {dtype::f32, dtype::f16, dtype::bf16};
   std::uint64_t seed = 1;
   std::size_t checked = 0;
   for (const dtype t : types) {
     const std::size_t w = klcal::dtype_size(t);
     for (const std::int64_t n : sizes) {
-      for (const dist d : dists) {
+      for (const dist d : all_dists) {
         const auto vals = make_values(d, static_cast<std::size_t>(n), ++seed);
         const auto bytes = encode(vals, t);
         const expected_stats es = plain_stats(bytes.data(), t, vals.size());
@@ -291,7 +232,7 @@ TEST(cpu_histogram, edges_huge_values_and_tiny_ranges) {
         histogram_spec{layout::abs, klcal::max_bins, 0.0f, 1.0f}}) {
     ref::histogram rh;
     const auto made = ref::make_histogram(spec, &rh).code;
-    ASSERT_EQ(name_of(made), "ok") << "bins " << spec.bins << " hi " << spec.hi;
+    ASSERT_EQ(errc_name(made), "ok") << "bins " << spec.bins << " hi " << spec.hi;
     ASSERT_TRUE(ref::add(rh, v.data(), dtype::f32, std::int64_t(v.size())).ok());
     std::vector<std::uint64_t> counts(std::size_t(spec.bins), 0);
     ASSERT_TRUE(cpu::histogram_accumulate(v.data(), dtype::f32, std::int64_t(v.size()), spec,
@@ -345,7 +286,7 @@ TEST(cpu_histogram, invalid_arguments) {
   const float x[4] = {1, 2, 3, 4};
   klcal::tensor_stats st;
   const histogram_spec ok_spec{};
-  auto code = [](klcal::status s) { return name_of(s.code); };
+  auto code = [](klcal::status s) { return errc_name(s.code); };
   EXPECT_EQ(
       code(cpu::histogram_accumulate(x, static_cast<dtype>(7), 4, ok_spec, counts.data(), nullptr)),
       "invalid_dtype");
@@ -636,7 +577,7 @@ TEST(cpu_search, invalid_arguments) {
   cpu::search_task t;
   t.h_counts = c.data();
   klcal::search_result r;
-  auto code = [](klcal::status s) { return name_of(s.code); };
+  auto code = [](klcal::status s) { return errc_name(s.code); };
   EXPECT_EQ(code(cpu::search(&t, -1, &r)), "invalid_count");
   EXPECT_EQ(code(cpu::search(nullptr, 1, &r)), "null_pointer");
   EXPECT_EQ(code(cpu::search(&t, 1, nullptr)), "null_pointer");
@@ -722,10 +663,10 @@ TEST(cpu_golden, every_golden_case) {
         }
         if (gc.batches.empty()) e = klcal::validate(gc.spec).code;
         if (gc.error) {
-          EXPECT_EQ(name_of(e), name_of(*gc.error));
+          EXPECT_EQ(errc_name(e), errc_name(*gc.error));
           continue;
         }
-        ASSERT_EQ(name_of(e), "ok");
+        ASSERT_EQ(errc_name(e), "ok");
         EXPECT_EQ(counts, gc.counts);
         EXPECT_EQ(st.nan_count, gc.nan_count);
         EXPECT_EQ(st.inf_count, gc.inf_count);
@@ -736,11 +677,11 @@ TEST(cpu_golden, every_golden_case) {
           std::vector<std::uint64_t> dummy(2, 0);
           const errc e = cpu::histogram_fold_pow2(dummy.data(), b, 0).code;
           if (gc.error) {
-            EXPECT_EQ(name_of(e), name_of(*gc.error));
+            EXPECT_EQ(errc_name(e), errc_name(*gc.error));
           }
           continue;
         }
-        ASSERT_FALSE(gc.error.has_value()) << "expected error " << name_of(*gc.error);
+        ASSERT_FALSE(gc.error.has_value()) << "expected error " << errc_name(*gc.error);
         cpu_streaming cs(b);
         for (std::size_t k = 0; k < gc.batches.size(); ++k) {
           const auto bytes = gc.batch_bytes(k);
@@ -763,13 +704,13 @@ TEST(cpu_golden, every_golden_case) {
         std::vector<double> curve;
         klcal::search_result r;
         if (gs.error) {
-          EXPECT_EQ(name_of(cpu::search(&t, 1, &r, 2).code), name_of(*gs.error));
+          EXPECT_EQ(errc_name(cpu::search(&t, 1, &r, 2).code), errc_name(*gs.error));
           continue;
         }
         const std::int64_t n = klcal::candidate_count(gc.spec, gs.opts);
         curve.assign(std::size_t(n), -1.0);
         t.h_curve = n > 0 ? curve.data() : nullptr;
-        ASSERT_EQ(name_of(cpu::search(&t, 1, &r, 2).code), "ok");
+        ASSERT_EQ(errc_name(cpu::search(&t, 1, &r, 2).code), "ok");
         klcal::search_result g;
         g.index = gs.index;
         g.amax = gs.amax;

@@ -16,6 +16,7 @@
 #include "gpu_fixture.hpp"
 #include "klcal/histogram.hpp"
 #include "klcal/reference.hpp"
+#include "test_data.hpp"
 
 namespace klcal::test {
 namespace {
@@ -42,49 +43,6 @@ struct dbuf {
     return static_cast<T*>(p);
   }
 };
-
-std::uint32_t f32_bits(float x) {
-  std::uint32_t b;
-  std::memcpy(&b, &x, 4);
-  return b;
-}
-
-/// fp32 -> fp16 bit pattern, rounding toward zero (any valid pattern is good test data; the
-/// reference widens the same bits).
-std::uint16_t to_half_bits(float x) {
-  const std::uint32_t f = f32_bits(x);
-  const std::uint16_t sign = static_cast<std::uint16_t>((f >> 16) & 0x8000u);
-  const int exp = static_cast<int>((f >> 23) & 0xff);
-  std::uint32_t mant = f & 0x7fffffu;
-  if (exp == 0xff) return sign | 0x7c00u | (mant ? 0x200u : 0u);
-  const int e = exp - 127 + 15;
-  if (e >= 31) return sign | 0x7c00u;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000u;
-    return static_cast<std::uint16_t>(sign | (mant >> (14 - e)));
-  }
-  return static_cast<std::uint16_t>(sign | (e << 10) | (mant >> 13));
-}
-
-enum class dist { uniform, gaussian, laplace, relu, zeros, one_value, nan_inf };
-const dist all_dists[] = {dist::uniform, dist::gaussian,  dist::laplace, dist::relu,
-                          dist::zeros,   dist::one_value, dist::nan_inf};
-const char* name(dist d) {
-  switch (d) {
-    case dist::uniform: return "uniform";
-    case dist::gaussian: return "gaussian";
-    case dist::laplace: return "laplace";
-    case dist::relu: return "relu";
-    case dist::zeros: return "zeros";
-    case dist::one_value: return "one_value";
-    case dist::nan_inf: return "nan_inf";
-  }
-  return "?";
-}
-const char* name(dtype t) {
-  return t == dtype::f32 ? "f32" : t == dtype::f16 ? "f16" : "bf16";
-}
 
 /// n floats of distribution d (seeded, so every run sees the same data).
 std::vector<float> make_values(dist d, std::int64_t n, unsigned seed) {
@@ -114,22 +72,6 @@ std::vector<float> make_values(dist d, std::int64_t n, unsigned seed) {
     v[static_cast<std::size_t>(i)] = x;
   }
   return v;
-}
-
-/// Raw little-endian bytes of the values in dtype t.
-std::vector<unsigned char> encode(const std::vector<float>& v, dtype t) {
-  const std::size_t es = dtype_size(t);
-  std::vector<unsigned char> out(v.size() * es);
-  for (std::size_t i = 0; i < v.size(); ++i) {
-    if (t == dtype::f32) {
-      std::memcpy(&out[i * 4], &v[i], 4);
-    } else {
-      const std::uint16_t h =
-          t == dtype::f16 ? to_half_bits(v[i]) : static_cast<std::uint16_t>(f32_bits(v[i]) >> 16);
-      std::memcpy(&out[i * 2], &h, 2);
-    }
-  }
-  return out;
 }
 
 histogram_spec make_spec(layout k, std::int32_t bins) {
@@ -206,9 +148,10 @@ TEST_F(gpu_histogram, equals_reference_small_sizes) {
             const histogram_spec spec = make_spec(k, bins);
             const auto ref = reference_counts(bytes, t, n, spec);
             for (int offset = 0; offset <= 3; ++offset) {
-              SCOPED_TRACE(std::string(name(t)) + " " + (k == layout::abs ? "abs" : "signed") +
-                           " " + name(d) + " n=" + std::to_string(n) +
-                           " bins=" + std::to_string(bins) + " offset=" + std::to_string(offset));
+              SCOPED_TRACE(std::string(dtype_name(t)) + " " +
+                           (k == layout::abs ? "abs" : "signed") + " " + dist_name(d) +
+                           " n=" + std::to_string(n) + " bins=" + std::to_string(bins) +
+                           " offset=" + std::to_string(offset));
               ASSERT_EQ(gpu_counts(bytes, t, n, spec, offset), ref);
             }
           }
@@ -224,7 +167,7 @@ TEST_F(gpu_histogram, equals_reference_large_size) {
         const auto bytes = encode(make_values(d, n, seed++), t);
         const histogram_spec spec = make_spec(k, k == layout::abs ? 2048 : 8001);
         const auto ref = reference_counts(bytes, t, n, spec);
-        SCOPED_TRACE(std::string(name(t)) + " " + name(d));
+        SCOPED_TRACE(std::string(dtype_name(t)) + " " + dist_name(d));
         const int offset = static_cast<int>(seed % 4);
         ASSERT_EQ(gpu_counts(bytes, t, n, spec, offset), ref);
         std::uint64_t total = 0;
@@ -246,8 +189,8 @@ TEST_F(gpu_histogram, equals_reference_large_bin_counts) {
           for (std::int64_t n : sizes) {
             const auto bytes = encode(make_values(d, n, seed++), t);
             const histogram_spec spec = make_spec(k, bins);
-            SCOPED_TRACE(std::string(name(t)) + " " + name(d) + " bins=" + std::to_string(bins) +
-                         " n=" + std::to_string(n));
+            SCOPED_TRACE(std::string(dtype_name(t)) + " " + dist_name(d) +
+                         " bins=" + std::to_string(bins) + " n=" + std::to_string(n));
             ASSERT_EQ(gpu_counts(bytes, t, n, spec, static_cast<int>(n % 3)),
                       reference_counts(bytes, t, n, spec));
           }
@@ -274,7 +217,8 @@ TEST_F(gpu_histogram, naive_kernel_equals_reference) {
           const std::int64_t n = 4097;
           const auto bytes = encode(make_values(d, n, seed++), t);
           const histogram_spec spec = make_spec(k, bins);
-          SCOPED_TRACE(std::string(name(t)) + " " + name(d) + " bins=" + std::to_string(bins));
+          SCOPED_TRACE(std::string(dtype_name(t)) + " " + dist_name(d) +
+                       " bins=" + std::to_string(bins));
           ASSERT_EQ(gpu_counts(bytes, t, n, spec, 1, kernel_kind::naive),
                     reference_counts(bytes, t, n, spec));
         }
@@ -287,7 +231,7 @@ TEST_F(gpu_histogram, byte_misaligned_pointers) {
     for (std::size_t b = 1; b < dtype_size(t); ++b) {
       const auto bytes = encode(make_values(dist::laplace, n, 7), t);
       const histogram_spec spec = make_spec(layout::signed_, 8001);
-      SCOPED_TRACE(std::string(name(t)) + " +" + std::to_string(b) + " bytes");
+      SCOPED_TRACE(std::string(dtype_name(t)) + " +" + std::to_string(b) + " bytes");
       ASSERT_EQ(gpu_counts(bytes, t, n, spec, 0, kernel_kind::core, b),
                 reference_counts(bytes, t, n, spec));
     }
@@ -314,7 +258,7 @@ TEST_F(gpu_histogram, edge_values_match_reference) {
       if (k == layout::signed_) s = make_spec(k, 8001);
       const auto bytes = encode(v, t);
       const auto n = static_cast<std::int64_t>(v.size());
-      SCOPED_TRACE(std::string(name(t)) + (k == layout::abs ? " abs" : " signed"));
+      SCOPED_TRACE(std::string(dtype_name(t)) + (k == layout::abs ? " abs" : " signed"));
       ASSERT_EQ(gpu_counts(bytes, t, n, s, 0), reference_counts(bytes, t, n, s));
     }
 }
@@ -353,6 +297,17 @@ host_stats expected_stats(const std::vector<unsigned char>& bytes, dtype t, std:
   return s;
 }
 
+/// The device statistics g equal the expected ones: counts and max_abs bit for bit; min and max
+/// by value, since -0.0 is 0 (numerics.md 1.2).
+void expect_stats_equal(const tensor_stats& g, const host_stats& e) {
+  EXPECT_EQ(g.finite_count, e.finite);
+  EXPECT_EQ(g.nan_count, e.nan);
+  EXPECT_EQ(g.inf_count, e.inf);
+  EXPECT_EQ(bits_of(g.max_abs), bits_of(e.max_abs));
+  EXPECT_EQ(g.min, e.mn);
+  EXPECT_EQ(g.max, e.mx);
+}
+
 TEST_F(gpu_histogram, stats_exact) {
   unsigned seed = 400;
   for (dtype t : all_dtypes)
@@ -372,16 +327,10 @@ TEST_F(gpu_histogram, stats_exact) {
         KL_OK(tensor_stats_accumulate(temp.p, tb, d_in, t, n, st.as<tensor_stats>(), nullptr));
         tensor_stats g;
         CUDA_OK(cudaMemcpy(&g, st.p, sizeof g, cudaMemcpyDeviceToHost));
-        SCOPED_TRACE(std::string(name(t)) + " " + name(d) + " n=" + std::to_string(n));
-        EXPECT_EQ(g.finite_count, e.finite);
-        EXPECT_EQ(g.nan_count, e.nan);
-        EXPECT_EQ(g.inf_count, e.inf);
-        EXPECT_EQ(f32_bits(g.max_abs), f32_bits(e.max_abs));
-        // -0.0 is 0 (numerics.md 1.2): compare values, not bits, for min/max.
-        EXPECT_EQ(g.min, e.mn);
-        EXPECT_EQ(g.max, e.mx);
+        SCOPED_TRACE(std::string(dtype_name(t)) + " " + dist_name(d) + " n=" + std::to_string(n));
+        expect_stats_equal(g, e);
         if (e.finite != 0) {
-          EXPECT_EQ(f32_bits(g.min) == 0x80000000u, false) << "min is -0.0, not canonical";
+          EXPECT_EQ(bits_of(g.min) == 0x80000000u, false) << "min is -0.0, not canonical";
         }
       }
 }
@@ -408,14 +357,10 @@ TEST_F(gpu_histogram, fused_stats_equal_separate_calls) {
         tensor_stats g;
         CUDA_OK(cudaMemcpy(&g, st.p, sizeof g, cudaMemcpyDeviceToHost));
         const host_stats e = expected_stats(bytes, t, n);
-        SCOPED_TRACE(std::string(name(t)) + " " + name(d) + " bins=" + std::to_string(bins));
+        SCOPED_TRACE(std::string(dtype_name(t)) + " " + dist_name(d) +
+                     " bins=" + std::to_string(bins));
         EXPECT_EQ(download(counts.as<std::uint64_t>(), bins), reference_counts(bytes, t, n, spec));
-        EXPECT_EQ(g.finite_count, e.finite);
-        EXPECT_EQ(g.nan_count, e.nan);
-        EXPECT_EQ(g.inf_count, e.inf);
-        EXPECT_EQ(f32_bits(g.max_abs), f32_bits(e.max_abs));
-        EXPECT_EQ(g.min, e.mn);
-        EXPECT_EQ(g.max, e.mx);
+        expect_stats_equal(g, e);
       }
   dbuf counts(2048 * 8);
   EXPECT_EQ(
