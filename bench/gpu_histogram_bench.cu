@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "gpu_bench_util.cuh"
 #include "klcal/histogram.hpp"
 
 // Timing follows rmm's benchmark helper: CUDA events around the work, manual time, and an L2
@@ -21,15 +22,6 @@
 // Sizes are capped by KLCAL_BENCH_MAX_LOG2N (default 30) so scripts/gpu-check.sh fits its budget.
 
 namespace {
-
-#define BENCH_CUDA(expr)                                                                         \
-  do {                                                                                           \
-    const cudaError_t e_ = (expr);                                                               \
-    if (e_ != cudaSuccess) {                                                                     \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                              \
-    }                                                                                            \
-  } while (0)
 
 enum class dist : int { uniform = 0, half_normal = 1, half_zeros = 2, one_bin = 3 };
 const char* const dist_names[] = {"uniform", "abs_normal", "zeros50", "one_bin"};
@@ -92,7 +84,7 @@ struct to_float {
 
 // ---- shared device state -------------------------------------------------------------------
 
-struct device_state {
+struct device_state : klcal::bench::gpu_context {
   void* data = nullptr;
   std::size_t data_bytes = 0;
   void* flush = nullptr;
@@ -102,8 +94,6 @@ struct device_state {
   std::size_t temp_bytes = 0;
   unsigned* sink = nullptr;
   int sms = 0;
-  cudaStream_t stream = nullptr;
-  cudaEvent_t start = nullptr, stop = nullptr;
   // What `data` holds now, so that the same data is not regenerated per benchmark.
   int have_t = -1, have_d = -1;
   std::int64_t have_n = -1;
@@ -137,13 +127,7 @@ void time_loop(benchmark::State& state, std::int64_t n, std::size_t bytes, Op&& 
   for (auto _ : state) {
     BENCH_CUDA(cudaMemsetAsync(g.flush, static_cast<int>(state.iterations() & 0xff), g.flush_bytes,
                                g.stream));
-    BENCH_CUDA(cudaEventRecord(g.start, g.stream));
-    op();
-    BENCH_CUDA(cudaEventRecord(g.stop, g.stream));
-    BENCH_CUDA(cudaEventSynchronize(g.stop));
-    float ms = 0.0f;
-    BENCH_CUDA(cudaEventElapsedTime(&ms, g.start, g.stop));
-    state.SetIterationTime(static_cast<double>(ms) / 1e3);
+    state.SetIterationTime(g.elapsed_s(op));
   }
   state.SetItemsProcessed(state.iterations() * n);
   state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(bytes));
@@ -255,15 +239,8 @@ void bm_batched(benchmark::State& state, bool batched) {
 }
 
 bool init_device() {
-  int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
-    (void)cudaGetLastError();
-    return false;
-  }
   int dev = 0;
-  BENCH_CUDA(cudaGetDevice(&dev));
-  cudaDeviceProp p{};
-  BENCH_CUDA(cudaGetDeviceProperties(&p, dev));
+  if (!klcal::bench::open_device(&g, &dev)) return false;
   int mem_khz = 0, bus_bits = 0, l2 = 0;
   (void)cudaDeviceGetAttribute(&mem_khz, cudaDevAttrMemoryClockRate, dev);
   (void)cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, dev);
@@ -271,15 +248,9 @@ bool init_device() {
   (void)cudaGetLastError();
   // Double data rate: 2 transfers per clock, bus width in bits.
   const double gbps = 2.0 * mem_khz * 1e3 * (bus_bits / 8.0) / 1e9;
-  benchmark::AddCustomContext("device", p.name);
-  benchmark::AddCustomContext("compute_capability",
-                              std::to_string(p.major) + "." + std::to_string(p.minor));
   benchmark::AddCustomContext("theoretical_bandwidth_GBps", std::to_string(gbps));
   benchmark::AddCustomContext("l2_bytes", std::to_string(l2));
   BENCH_CUDA(cudaDeviceGetAttribute(&g.sms, cudaDevAttrMultiProcessorCount, dev));
-  BENCH_CUDA(cudaStreamCreateWithFlags(&g.stream, cudaStreamNonBlocking));
-  BENCH_CUDA(cudaEventCreate(&g.start));
-  BENCH_CUDA(cudaEventCreate(&g.stop));
   g.flush_bytes = static_cast<std::size_t>(l2 > 0 ? l2 : 64 << 20) * 2;
   BENCH_CUDA(cudaMalloc(&g.flush, g.flush_bytes));
   BENCH_CUDA(cudaMalloc(&g.counts, std::size_t{100} * 2048 * 8 + 16384 * 8));

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "gpu_bench_util.cuh"
 #include "klcal/threshold.hpp"
 
 // Timing follows rmm's benchmark helper: CUDA events around the call on a non-blocking stream,
@@ -20,19 +21,7 @@
 
 namespace {
 
-#define BENCH_CUDA(expr)                                                                         \
-  do {                                                                                           \
-    const cudaError_t e_ = (expr);                                                               \
-    if (e_ != cudaSuccess) {                                                                     \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                              \
-    }                                                                                            \
-  } while (0)
-
-struct globals {
-  cudaStream_t stream = nullptr;
-  cudaEvent_t start = nullptr, stop = nullptr;
-} g;
+klcal::bench::gpu_context g;
 
 /// A post-ReLU-like histogram with noise (seeded: every run sees the same counts).
 std::vector<std::uint64_t> make_counts(std::int32_t bins, bool centred, std::uint64_t seed) {
@@ -82,18 +71,14 @@ void bm_search(benchmark::State& state, std::int32_t bins, int num, klcal::searc
   void* d_temp = nullptr;
   BENCH_CUDA(cudaMalloc(&d_temp, temp_bytes));
   for (auto _ : state) {
-    BENCH_CUDA(cudaEventRecord(g.start, g.stream));
-    const klcal::status s =
-        klcal::search(d_temp, temp_bytes, tasks.data(), num, d_results, g.stream);
-    BENCH_CUDA(cudaEventRecord(g.stop, g.stream));
-    BENCH_CUDA(cudaEventSynchronize(g.stop));
+    klcal::status s;
+    const double seconds = g.elapsed_s(
+        [&] { s = klcal::search(d_temp, temp_bytes, tasks.data(), num, d_results, g.stream); });
     if (!s.ok()) {
       state.SkipWithError(klcal::to_string(s).c_str());
       break;
     }
-    float ms = 0.0f;
-    BENCH_CUDA(cudaEventElapsedTime(&ms, g.start, g.stop));
-    state.SetIterationTime(ms / 1e3);
+    state.SetIterationTime(seconds);
   }
   state.SetItemsProcessed(state.iterations() * num);  // histograms per second
   state.counters["candidates"] = static_cast<double>(curve_len);
@@ -105,22 +90,11 @@ void bm_search(benchmark::State& state, std::int32_t bins, int num, klcal::searc
 }
 
 bool init_device() {
-  int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
-    (void)cudaGetLastError();
-    return false;
-  }
   int dev = 0;
-  BENCH_CUDA(cudaGetDevice(&dev));
-  cudaDeviceProp p{};
-  BENCH_CUDA(cudaGetDeviceProperties(&p, dev));
-  benchmark::AddCustomContext("device", p.name);
-  benchmark::AddCustomContext("compute_capability",
-                              std::to_string(p.major) + "." + std::to_string(p.minor));
-  benchmark::AddCustomContext("sms", std::to_string(p.multiProcessorCount));
-  BENCH_CUDA(cudaStreamCreateWithFlags(&g.stream, cudaStreamNonBlocking));
-  BENCH_CUDA(cudaEventCreate(&g.start));
-  BENCH_CUDA(cudaEventCreate(&g.stop));
+  if (!klcal::bench::open_device(&g, &dev)) return false;
+  int sms = 0;
+  BENCH_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  benchmark::AddCustomContext("sms", std::to_string(sms));
   return true;
 }
 
