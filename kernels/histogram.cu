@@ -188,12 +188,7 @@ status histogram_stats_accumulate(const void* d_in, dtype t, std::int64_t n,
   if (n == 0) return {};
   device_shape d;
   KLCAL_CHECK(query_device(d));
-  histogram_task task;
-  task.d_in = d_in;
-  task.n = n;
-  task.type = t;
-  task.spec = spec;
-  task.d_counts = d_counts;
+  const histogram_task task{d_in, n, t, spec, d_counts};
   return launch_tasks<1, true>(&task, 1, d, stream, d_stats);
 }
 
@@ -291,12 +286,7 @@ status histogram_accumulate(void* d_temp, std::size_t& temp_bytes, const void* d
   if (n == 0) return {};
   device_shape d;
   KLCAL_CHECK(query_device(d));
-  histogram_task task;
-  task.d_in = d_in;
-  task.n = n;
-  task.type = t;
-  task.spec = spec;
-  task.d_counts = d_counts;
+  const histogram_task task{d_in, n, t, spec, d_counts};
   return launch_tasks<1>(&task, 1, d, stream);
 }
 
