@@ -48,6 +48,8 @@ inline constexpr int fold_block_threads = 1024;
 
 /// Threads per block of the search kernels; the tensorrt and mse candidates kernel gives each
 /// warp one candidate, the mxnet one gives each block one candidate (O(s) work per candidate).
+/// The fused kernel uses the same block size: the prefix block scan's summation tree depends on
+/// it, and sharing it keeps the fused and multi-kernel paths bit-identical.
 inline constexpr int search_block_threads = 256;
 
 /// Entropy values with |KL| below this are reported as exactly 0, as the CPU backend does
@@ -55,6 +57,15 @@ inline constexpr int search_block_threads = 256;
 /// KL exactly 0 in the direct formula, and the fast forms leave rounding noise of either sign
 /// there that would otherwise decide the tie rule among such candidates.
 inline constexpr double search_kl_zero_snap = 1e-12;
+
+/// Largest bin count of the fused single-launch search (kernels/search.cu, docs/design.md): a
+/// launch group whose tasks all have at most this many bins and none uses the mxnet rule set
+/// runs as one kernel, one block per histogram, with the prefix arrays in shared memory
+/// (S uint64 + H fp64 + N uint32 = 20 bytes per bin: 4096 bins -> 80 KiB of dynamic shared
+/// memory, within the opt-in limit of sm_80 (163 KiB) and sm_90 (227 KiB)). Larger histograms
+/// and mxnet keep the prefix + candidates + finalize kernels, whose arrays live in global memory.
+/// Devices with less shared memory fall back to those kernels.
+inline constexpr std::int32_t search_fused_max_bins = 4096;
 
 /// Items per thread and tile of the prefix-sum block scan (a 2048-bin histogram is one tile).
 inline constexpr int search_prefix_items = 8;

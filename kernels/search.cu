@@ -1,4 +1,5 @@
-// GPU threshold search (klcal::search): prefix-sum, candidate and finalize kernels plus dispatch.
+// GPU threshold search (klcal::search): fused single-launch kernel for small histograms, prefix,
+// candidate and finalize kernels for the rest, plus dispatch.
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -10,6 +11,7 @@
 #include "klcal/types.hpp"
 #include "policy.cuh"
 #include "search.cuh"
+#include "search_detail.cuh"
 
 namespace klcal::detail::search {
 namespace {
@@ -51,15 +53,12 @@ __device__ inline std::int64_t zero_bin_index(const task_desc& t) {
   return static_cast<std::int64_t>(floorf(v));
 }
 
-/// One block per task: S(k), N(k) (and H(k) for tensorrt entropy) for k = 0 .. bins into the
-/// task's workspace area, tile by tile with one block scan, plus the totals of task_meta.
-/// The arrays live in global memory (L2-resident for the usual sizes) so that all candidate
-/// blocks of a histogram share one copy; any bin count up to 2^24 works the same way.
-template <int Capacity>
-__global__ void __launch_bounds__(threads)
-    search_prefix_kernel(const chunk<Capacity> ch, unsigned char* ws) {
-  const task_desc t = ch.tasks[blockIdx.x];
-  const area a = area_of(t, ws);
+/// S(k), N(k) (and H(k) for tensorrt entropy) for k = 0 .. bins into `a`, tile by tile with one
+/// block scan, plus the totals of task_meta (written by thread 0 after the last tile; callers
+/// that read them in the same block must __syncthreads() first). Shared by the prefix kernel
+/// (arrays in global memory) and the fused kernel (arrays in shared memory): the same code and
+/// block size give the same summation tree, so both paths produce the same bits.
+__device__ void build_prefix(const task_desc& t, const area& a) {
   const std::int64_t bins = t.bins;
   const std::uint64_t c0 = t.counts[0];
   const std::uint64_t c1 = t.counts[1];
@@ -107,6 +106,16 @@ __global__ void __launch_bounds__(threads)
     m.c1 = c1;
     *a.meta = m;
   }
+}
+
+/// One block per task: the prefix arrays of build_prefix() in the task's workspace area.
+/// The arrays live in global memory (L2-resident for the usual sizes) so that all candidate
+/// blocks of a histogram share one copy; any bin count up to 2^24 works the same way.
+template <int Capacity>
+__global__ void __launch_bounds__(threads)
+    search_prefix_kernel(const chunk<Capacity> ch, unsigned char* ws) {
+  const task_desc t = ch.tasks[blockIdx.x];
+  build_prefix(t, area_of(t, ws));
 }
 
 /// Block-wide sum of up to three values (a double and two counters) in a fixed order: a
@@ -189,6 +198,18 @@ __device__ void mxnet_block(const task_desc& t, const area& a, std::int32_t cand
   }
 }
 
+/// Candidate k (0-based) of a tensorrt entropy or mse task, evaluated by one warp (every lane
+/// gets the same result): its score, written to the curve when asked for, as a partial argmin
+/// (NaN would count as +inf). Shared by the candidates kernel and the fused kernel.
+__device__ inline partial warp_candidate(const task_desc& t, const area& a, std::int64_t k,
+                                         int lane) {
+  const std::int64_t i = t.start_bin + k * t.stride;
+  const double v =
+      t.tensorrt_entropy ? snap_zero(tensorrt_candidate(t, a, i, lane)) : mse_candidate(t, i, lane);
+  if (lane == 0 && t.curve != nullptr) t.curve[k] = v;
+  return partial{isnan(v) ? pos_inf() : v, static_cast<std::int32_t>(k), 0};
+}
+
 /// Candidate blocks of every task of the chunk: tensorrt entropy and mse give each warp one
 /// candidate (O(levels) resp. O(bins) work) and reduce the block's warps to one partial argmin;
 /// mxnet gives each block one candidate. Writes the curve when asked for.
@@ -219,13 +240,7 @@ __global__ void __launch_bounds__(threads)
   const int lane = static_cast<int>(threadIdx.x) % 32;
   const std::int64_t k = std::int64_t{local} * warps_per_block + warp;
   partial mine{0.0, -1, 0};
-  if (k < t.num_candidates) {  // uniform per warp
-    const std::int64_t i = t.start_bin + k * t.stride;
-    const double v = t.tensorrt_entropy ? snap_zero(tensorrt_candidate(t, a, i, lane))
-                                        : mse_candidate(t, i, lane);
-    if (lane == 0 && t.curve != nullptr) t.curve[k] = v;
-    mine = partial{isnan(v) ? pos_inf() : v, static_cast<std::int32_t>(k), 0};
-  }
+  if (k < t.num_candidates) mine = warp_candidate(t, a, k, lane);  // uniform per warp
   if (lane == 0) best[warp] = mine;
   __syncthreads();
   if (threadIdx.x == 0) {
@@ -235,38 +250,19 @@ __global__ void __launch_bounds__(threads)
   }
 }
 
-/// One block per task: the argmin over the task's partials (fixed tree; the order does not
-/// matter anyway, see prefer()), then the search_result of numerics.md 5.
-template <int Capacity>
-__global__ void __launch_bounds__(threads)
-    search_finalize_kernel(const chunk<Capacity> ch, unsigned char* ws, search_result* results) {
-  const task_desc t = ch.tasks[blockIdx.x];
-  const area a = area_of(t, ws);
-  const bool largest_wins = t.tensorrt_entropy != 0;
-  __shared__ partial red[threads];
-  partial mine{0.0, -1, 0};
-  for (std::int32_t b = threadIdx.x; b < t.num_blocks; b += threads)
-    mine = prefer(mine, a.partials[b], largest_wins);
-  red[threadIdx.x] = mine;
-  __syncthreads();
-  for (int step = threads / 2; step > 0; step /= 2) {
-    if (static_cast<int>(threadIdx.x) < step)
-      red[threadIdx.x] = prefer(red[threadIdx.x], red[threadIdx.x + step], largest_wins);
-    __syncthreads();
-  }
-  if (threadIdx.x != 0) return;
-  const partial best = red[0];
-  const task_meta m = *a.meta;
+/// The search_result of numerics.md 5 for a task, given its prefix sums S, its totals and the
+/// winning candidate (ignored by percentile and max). One thread; shared by the finalize kernel
+/// and the fused kernel.
+__device__ search_result finalize(const task_desc& t, const task_meta& m, const std::uint64_t* s,
+                                  const partial& best) {
   search_result r{};
   if (m.total == m.zero_bin) {  // empty or all-zero: numerics.md 5.3
     r.degenerate = true;
-    results[ch.first_task + blockIdx.x] = r;
-    return;
+    return r;
   }
   const std::int64_t bins = t.bins;
   const double w = static_cast<double>(t.hi) / static_cast<double>(bins);
   const double total = static_cast<double>(m.total);
-  const std::uint64_t* s = a.s;
   switch (static_cast<method>(t.meth)) {
     case method::max:
       r.amax = static_cast<double>(t.max_abs);
@@ -320,7 +316,82 @@ __global__ void __launch_bounds__(threads)
     }
   }
   r.scale = __fdiv_rn(static_cast<float>(r.amax), static_cast<float>(t.qmax));
-  results[ch.first_task + blockIdx.x] = r;
+  return r;
+}
+
+/// One block per task: the argmin over the task's partials (fixed tree; the order does not
+/// matter anyway, see prefer()), then finalize().
+template <int Capacity>
+__global__ void __launch_bounds__(threads)
+    search_finalize_kernel(const chunk<Capacity> ch, unsigned char* ws, search_result* results) {
+  const task_desc t = ch.tasks[blockIdx.x];
+  const area a = area_of(t, ws);
+  const bool largest_wins = t.tensorrt_entropy != 0;
+  __shared__ partial red[threads];
+  partial mine{0.0, -1, 0};
+  for (std::int32_t b = threadIdx.x; b < t.num_blocks; b += threads)
+    mine = prefer(mine, a.partials[b], largest_wins);
+  red[threadIdx.x] = mine;
+  __syncthreads();
+  for (int step = threads / 2; step > 0; step /= 2) {
+    if (static_cast<int>(threadIdx.x) < step)
+      red[threadIdx.x] = prefer(red[threadIdx.x], red[threadIdx.x + step], largest_wins);
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) results[ch.first_task + blockIdx.x] = finalize(t, *a.meta, a.s, red[0]);
+}
+
+/// Bytes of dynamic shared memory the fused kernel needs for a task of `bins` bins: S (uint64),
+/// H (fp64) and N (uint32), bins + 1 entries each.
+__host__ __device__ constexpr std::uint64_t fused_smem_bytes(std::int64_t bins) {
+  const auto entries = static_cast<std::uint64_t>(bins) + 1;
+  return 2 * align_up(entries * sizeof(std::uint64_t), 16) +
+         align_up(entries * sizeof(std::uint32_t), 16);
+}
+
+/// Whether a task may run in the fused kernel: its prefix arrays fit in shared memory, and the
+/// method evaluates candidates per warp (mxnet's one-block-per-candidate stays multi-kernel).
+constexpr bool fused_eligible(const task_desc& d) {
+  return d.mxnet_entropy == 0 && d.bins <= search_fused_max_bins;
+}
+
+/// The whole search of small tasks in one launch, one block per task: build_prefix() into
+/// shared memory, every warp takes candidates warp, warp + warps_per_block, ... (same
+/// warp_candidate() as the candidates kernel, so the same scores and curve bits), keeps its best
+/// by prefer(), the warps' bests are reduced in warp order, and thread 0 runs finalize().
+/// prefer() is a total order, so the winner equals the multi-kernel path's.
+template <int Capacity>
+__global__ void __launch_bounds__(threads)
+    search_fused_kernel(const chunk<Capacity> ch, search_result* results) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  __shared__ task_meta meta;
+  __shared__ partial best[warps_per_block];
+  const task_desc t = ch.tasks[blockIdx.x];
+  const auto entries = static_cast<std::uint64_t>(t.bins) + 1;
+  const std::uint64_t s_bytes = align_up(entries * sizeof(std::uint64_t), 16);
+  area a;
+  a.meta = &meta;
+  a.s = reinterpret_cast<std::uint64_t*>(smem);
+  a.h = reinterpret_cast<double*>(smem + s_bytes);
+  a.n = reinterpret_cast<std::uint32_t*>(smem + 2 * s_bytes);
+  a.partials = nullptr;
+  build_prefix(t, a);
+  __syncthreads();  // the arrays and meta are complete
+  const int warp = static_cast<int>(threadIdx.x) / 32;
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  const bool largest_wins = t.tensorrt_entropy != 0;
+  partial mine{0.0, -1, 0};
+  if (t.tensorrt_entropy || t.meth == static_cast<std::uint8_t>(method::mse)) {  // uniform
+    for (std::int64_t k = warp; k < t.num_candidates; k += warps_per_block)
+      mine = prefer(mine, warp_candidate(t, a, k, lane), largest_wins);
+  }
+  if (lane == 0) best[warp] = mine;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    partial r = best[0];
+    for (int w = 1; w < warps_per_block; ++w) r = prefer(r, best[w], largest_wins);
+    results[ch.first_task + blockIdx.x] = finalize(t, meta, a.s, r);
+  }
 }
 
 /// The kernel-side descriptor of one host task (without its workspace offset) and the size of
@@ -372,24 +443,72 @@ status launch(const chunk<Capacity>& ch, std::int32_t candidate_blocks, unsigned
   return errc::ok;
 }
 
-/// Packs the (validated) tasks into chunks of up to Capacity tasks and launches each chunk.
-/// Every task's workspace area follows the previous one's, across chunks.
+/// Whether the current device can run the fused kernel at the largest size it is used for;
+/// if so, opts the kernel in to that much dynamic shared memory. Always the same value, so
+/// concurrent calls from several host threads never lower it under each other's launches.
 template <int Capacity>
-status run_chunks(const search_task* h_tasks, std::int32_t num_tasks, unsigned char* ws,
-                  search_result* d_results, cudaStream_t stream) noexcept {
+status fused_available(bool* available) noexcept {
+  *available = false;
+  int device = 0;
+  int optin = 0;
+  KLCAL_TRY(cudaGetDevice(&device));
+  KLCAL_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  constexpr auto bytes = fused_smem_bytes(search_fused_max_bins);
+  // The kernel's static shared memory (scan storage, totals, warp bests) is well below this.
+  constexpr std::uint64_t static_margin = 4096;
+  if (bytes + static_margin > static_cast<std::uint64_t>(optin)) return errc::ok;
+  KLCAL_TRY(cudaFuncSetAttribute(search_fused_kernel<Capacity>,
+                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 static_cast<int>(bytes)));
+  *available = true;
+  return errc::ok;
+}
+
+/// Launches one chunk: the fused kernel when `fused`, else the three kernels.
+/// `max_bins` is the largest bin count of the chunk (sizes the fused kernel's shared memory).
+template <int Capacity>
+status launch_chunk(const chunk<Capacity>& ch, std::int64_t candidate_blocks, bool fused,
+                    std::int64_t max_bins, unsigned char* ws, search_result* d_results,
+                    cudaStream_t stream) noexcept {
+  if (!fused) return launch(ch, static_cast<std::int32_t>(candidate_blocks), ws, d_results, stream);
+  search_fused_kernel<Capacity>
+      <<<ch.count, threads, static_cast<std::size_t>(fused_smem_bytes(max_bins)), stream>>>(
+          ch, d_results);
+  KLCAL_TRY(cudaGetLastError());
+  return errc::ok;
+}
+
+/// Packs the (validated) tasks into chunks of up to Capacity tasks and launches each chunk,
+/// fused when `path` allows it and every task of the chunk is fused_eligible().
+/// Every task's workspace area follows the previous one's, across chunks (the fused kernel does
+/// not use its areas: the workspace size does not depend on the path).
+template <int Capacity>
+status run_chunks(search_path path, const search_task* h_tasks, std::int32_t num_tasks,
+                  unsigned char* ws, search_result* d_results, cudaStream_t stream) noexcept {
+  bool fused_ok = false;
+  if (path != search_path::multi_kernel) KLCAL_CHECK(fused_available<Capacity>(&fused_ok));
   chunk<Capacity> ch{};  // up to ~30 KB, host stack
   ch.count = 0;
   std::int64_t blocks = 0;
+  std::int64_t max_bins = 0;
+  bool all_eligible = true;
   std::uint64_t offset = 0;
+  auto flush = [&]() noexcept -> status {
+    ch.block_begin[ch.count] = static_cast<std::int32_t>(blocks);
+    const bool fused = fused_ok && all_eligible;
+    if (path == search_path::fused && !fused) return errc::invalid_option;
+    return launch_chunk(ch, blocks, fused, max_bins, ws, d_results, stream);
+  };
   for (std::int32_t k = 0; k < num_tasks; ++k) {
     std::uint64_t bytes = 0;
     task_desc d = describe(h_tasks[k], &bytes);
     if (ch.count == Capacity ||
         (ch.count > 0 && blocks + d.num_blocks > search_max_blocks_per_launch)) {
-      ch.block_begin[ch.count] = static_cast<std::int32_t>(blocks);
-      KLCAL_CHECK(launch(ch, static_cast<std::int32_t>(blocks), ws, d_results, stream));
+      KLCAL_CHECK(flush());
       ch.count = 0;
       blocks = 0;
+      max_bins = 0;
+      all_eligible = true;
     }
     if (ch.count == 0) ch.first_task = k;
     d.ws_offset = offset;
@@ -398,19 +517,24 @@ status run_chunks(const search_task* h_tasks, std::int32_t num_tasks, unsigned c
     ch.tasks[ch.count] = d;
     ++ch.count;
     blocks += d.num_blocks;
+    max_bins = d.bins > max_bins ? d.bins : max_bins;
+    all_eligible = all_eligible && fused_eligible(d);
   }
-  ch.block_begin[ch.count] = static_cast<std::int32_t>(blocks);
-  return launch(ch, static_cast<std::int32_t>(blocks), ws, d_results, stream);
+  return flush();
 }
 
 }  // namespace
 }  // namespace klcal::detail::search
 
-namespace klcal {
+namespace klcal::detail {
 
-status search(void* d_temp, std::size_t& temp_bytes, const search_task* h_tasks,
-              std::int32_t num_tasks, search_result* d_results, cudaStream_t stream) noexcept {
-  using namespace detail::search;
+status search_with_path(search_path path, void* d_temp, std::size_t& temp_bytes,
+                        const search_task* h_tasks, std::int32_t num_tasks,
+                        search_result* d_results, cudaStream_t stream) noexcept {
+  using namespace search;
+  if (path != search_path::automatic && path != search_path::multi_kernel &&
+      path != search_path::fused)
+    return errc::invalid_option;
   if (num_tasks < 0) return errc::invalid_count;
   if (num_tasks > 0 && (h_tasks == nullptr || d_results == nullptr)) return errc::null_pointer;
   // Checked in both phases, so a size query already reports bad arguments.
@@ -433,10 +557,20 @@ status search(void* d_temp, std::size_t& temp_bytes, const search_task* h_tasks,
 
   const auto base = reinterpret_cast<std::uintptr_t>(d_temp);
   auto* ws = reinterpret_cast<unsigned char*>(align_up(base, ws_align));
-  if (num_tasks <= detail::search_small_tasks_per_launch)
-    return run_chunks<detail::search_small_tasks_per_launch>(h_tasks, num_tasks, ws, d_results,
-                                                             stream);
-  return run_chunks<detail::search_tasks_per_launch>(h_tasks, num_tasks, ws, d_results, stream);
+  if (num_tasks <= search_small_tasks_per_launch)
+    return run_chunks<search_small_tasks_per_launch>(path, h_tasks, num_tasks, ws, d_results,
+                                                     stream);
+  return run_chunks<search_tasks_per_launch>(path, h_tasks, num_tasks, ws, d_results, stream);
+}
+
+}  // namespace klcal::detail
+
+namespace klcal {
+
+status search(void* d_temp, std::size_t& temp_bytes, const search_task* h_tasks,
+              std::int32_t num_tasks, search_result* d_results, cudaStream_t stream) noexcept {
+  return detail::search_with_path(detail::search_path::automatic, d_temp, temp_bytes, h_tasks,
+                                  num_tasks, d_results, stream);
 }
 
 }  // namespace klcal

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "../kernels/policy.cuh"
+#include "../kernels/search_detail.cuh"
 #include "golden.hpp"
 #include "gpu_fixture.hpp"
 #include "klcal/reference.hpp"
@@ -79,10 +81,11 @@ histogram_spec signed_spec(std::int32_t bins, float hi = 3.0f) {
   return s;
 }
 
-/// Runs all cases in one klcal::search call on `stream` and copies the results back.
-/// Fails the test (ASSERT) on any error.
+/// Runs all cases in one klcal::search call on `stream` (through `path`, see
+/// kernels/search_detail.cuh) and copies the results back. Fails the test (ASSERT) on any error.
 void run_gpu(const std::vector<host_case>& cases, std::vector<gpu_output>* out,
-             cudaStream_t stream = nullptr) {
+             cudaStream_t stream = nullptr,
+             klcal::detail::search_path path = klcal::detail::search_path::automatic) {
   const std::size_t n = cases.size();
   std::vector<std::unique_ptr<device_buffer<std::uint64_t>>> counts;
   std::vector<std::unique_ptr<device_buffer<double>>> curves;
@@ -106,12 +109,12 @@ void run_gpu(const std::vector<host_case>& cases, std::vector<gpu_output>* out,
   }
   device_buffer<search_result> results(n);
   std::size_t temp_bytes = 0;
-  ASSERT_EQ(klcal::search(nullptr, temp_bytes, tasks.data(), static_cast<std::int32_t>(n),
-                          results.ptr, stream),
+  ASSERT_EQ(klcal::detail::search_with_path(path, nullptr, temp_bytes, tasks.data(),
+                                            static_cast<std::int32_t>(n), results.ptr, stream),
             klcal::status{});
   device_buffer<unsigned char> temp(temp_bytes);
-  const klcal::status st = klcal::search(temp.ptr, temp_bytes, tasks.data(),
-                                         static_cast<std::int32_t>(n), results.ptr, stream);
+  const klcal::status st = klcal::detail::search_with_path(
+      path, temp.ptr, temp_bytes, tasks.data(), static_cast<std::int32_t>(n), results.ptr, stream);
   ASSERT_EQ(st, klcal::status{}) << klcal::to_string(st);
   ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
   out->assign(n, gpu_output{});
@@ -594,6 +597,146 @@ TEST_F(gpu_search, batched_equals_one_by_one) {
         std::memcmp(single[0].curve.data(), batched[k].curve.data(), 8 * single[0].curve.size()), 0)
         << "task " << k;
   }
+}
+
+// ---- fused single-launch path ------------------------------------------------------------------
+
+TEST_F(gpu_search, fused_path_equals_multi_kernel_path) {
+  // The same tasks through the fused kernel and through prefix + candidates + finalize must give
+  // the same results and curves bit for bit: exact ties, infinite candidates, both zero-bin
+  // policies, unsigned and few-bit options, mse, percentile, max, degenerate and limit-sized
+  // histograms.
+  using klcal::detail::search_path;
+  std::mt19937_64 rng(11);
+  std::vector<host_case> cases;
+  host_case tie;  // KL exactly 0 for i >= 1000: the largest index (2048) must win
+  tie.spec = abs_spec(2048);
+  tie.counts.assign(2048, 0);
+  for (int j = 0; j < 1000; ++j) tie.counts[j] = 1;
+  cases.push_back(tie);
+  host_case level_tie;  // 12 bits, one bin per level, KL 0 for every candidate without a tail
+  level_tie.spec = abs_spec(1024);
+  level_tie.opts.bits = 12;
+  level_tie.counts.assign(1024, 0);
+  for (int j = 0; j < 500; ++j) level_tie.counts[j] = 1 + rng() % 100000;
+  cases.push_back(level_tie);
+  host_case all_inf;  // every candidate +inf: degenerate, last index
+  all_inf.spec = abs_spec(256);
+  all_inf.opts.stride = 3;
+  all_inf.counts.assign(256, 0);
+  all_inf.counts[255] = 5;
+  cases.push_back(all_inf);
+  host_case some_inf;  // +inf exactly at the empty last kept bins
+  some_inf.spec = abs_spec(1024);
+  some_inf.counts.assign(1024, 0);
+  for (int j = 0; j < 1024; j += 5) some_inf.counts[j] = 1 + static_cast<std::uint64_t>(j % 7);
+  cases.push_back(some_inf);
+  host_case mse_tie;  // every candidate scores the same: the first wins
+  mse_tie.spec = abs_spec(512);
+  mse_tie.opts.meth = method::mse;
+  mse_tie.opts.start_bin = 400;
+  mse_tie.counts.assign(512, 0);
+  mse_tie.counts[1] = 7;
+  cases.push_back(mse_tie);
+  host_case empty;  // degenerate: no mass
+  empty.spec = abs_spec(2048);
+  empty.counts.assign(2048, 0);
+  cases.push_back(empty);
+  for (int n = 0; n < 18; ++n) {
+    host_case c;
+    switch (n % 6) {
+      case 0: c.spec = abs_spec(2048); break;
+      case 1:
+        c.spec = abs_spec(klcal::detail::search_fused_max_bins);  // the largest fused size
+        c.opts.zero_bin = klcal::zero_bin_policy::keep;
+        break;
+      case 2:
+        c.spec = abs_spec(1001, 7.0f);
+        c.opts.start_bin = 2;
+        c.opts.stride = 5;
+        c.opts.bits = 4;
+        c.opts.is_unsigned = true;
+        break;
+      case 3:
+        c.spec = abs_spec(700);
+        c.opts.meth = method::mse;
+        c.opts.stride = 7;
+        break;
+      case 4:
+        c.spec = abs_spec(333);
+        c.opts.meth = method::percentile;
+        c.opts.percentile = 99.0 + 0.05 * n;
+        break;
+      default:
+        c.spec = abs_spec(129);
+        c.opts.meth = method::max;
+        c.max_abs = 1.5f;
+        break;
+    }
+    c.counts = random_counts(rng, c.spec.bins, n % 6);
+    cases.push_back(c);
+  }
+  std::vector<gpu_output> fused, multi, automatic;
+  run_gpu(cases, &fused, nullptr, search_path::fused);
+  run_gpu(cases, &multi, nullptr, search_path::multi_kernel);
+  run_gpu(cases, &automatic, nullptr, search_path::automatic);
+  ASSERT_EQ(fused.size(), cases.size());
+  ASSERT_EQ(multi.size(), cases.size());
+  ASSERT_EQ(automatic.size(), cases.size());
+  EXPECT_EQ(fused[0].result.index, 2048);
+  EXPECT_EQ(fused[0].result.score, 0.0);
+  EXPECT_EQ(fused[1].result.index, 1024);
+  EXPECT_EQ(fused[2].result.index, 254);
+  EXPECT_EQ(fused[2].result.score, inf);
+  EXPECT_TRUE(fused[2].result.degenerate);
+  EXPECT_EQ(fused[4].result.index, 400);
+  EXPECT_TRUE(fused[5].result.degenerate);
+  for (std::size_t k = 0; k < cases.size(); ++k) {
+    EXPECT_TRUE(bit_identical(fused[k].result, multi[k].result)) << "task " << k;
+    EXPECT_TRUE(bit_identical(fused[k].result, automatic[k].result)) << "task " << k;
+    ASSERT_EQ(fused[k].curve.size(), multi[k].curve.size()) << "task " << k;
+    EXPECT_EQ(std::memcmp(fused[k].curve.data(), multi[k].curve.data(), 8 * fused[k].curve.size()),
+              0)
+        << "task " << k;
+  }
+  EXPECT_EQ(check_against_reference(cases, "fused"), 0);
+}
+
+TEST_F(gpu_search, fused_path_refuses_tasks_it_cannot_run) {
+  // Forcing the fused kernel on a group with an mxnet task or more than search_fused_max_bins
+  // bins is refused (those always run through the multi-kernel path).
+  using klcal::detail::search_path;
+  std::vector<std::uint64_t> h(klcal::detail::search_fused_max_bins + 1, 3);
+  device_buffer<std::uint64_t> counts(h.size());
+  ASSERT_NE(counts.ptr, nullptr);
+  ASSERT_EQ(cudaMemcpy(counts.ptr, h.data(), h.size() * 8, cudaMemcpyHostToDevice), cudaSuccess);
+  klcal::search_task big;
+  big.d_counts = counts.ptr;
+  big.spec = abs_spec(klcal::detail::search_fused_max_bins + 1);
+  klcal::search_task mx;
+  mx.d_counts = counts.ptr;
+  mx.spec = signed_spec(1001);
+  mx.opts = search_options::mxnet();
+  klcal::search_task small;
+  small.d_counts = counts.ptr;
+  small.spec = abs_spec(2048);
+  device_buffer<search_result> res(2);
+  for (const klcal::search_task& other : {big, mx}) {
+    const klcal::search_task two[2] = {small, other};
+    std::size_t bytes = 0;
+    ASSERT_EQ(klcal::detail::search_with_path(search_path::fused, nullptr, bytes, two, 2, res.ptr,
+                                              nullptr),
+              klcal::status{});
+    device_buffer<unsigned char> temp(bytes);
+    EXPECT_EQ(klcal::detail::search_with_path(search_path::fused, temp.ptr, bytes, two, 2, res.ptr,
+                                              nullptr)
+                  .code,
+              errc::invalid_option);
+    EXPECT_EQ(klcal::detail::search_with_path(search_path::automatic, temp.ptr, bytes, two, 2,
+                                              res.ptr, nullptr),
+              klcal::status{});
+  }
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
 }
 
 // ---- contract ----------------------------------------------------------------------------------
