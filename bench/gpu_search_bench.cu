@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "../kernels/search_detail.cuh"
 #include "gpu_bench_util.cuh"
 #include "klcal/threshold.hpp"
 
@@ -37,9 +38,11 @@ std::vector<std::uint64_t> make_counts(std::int32_t bins, bool centred, std::uin
   return c;
 }
 
-/// Times klcal::search over `num` histograms of `bins` bins with options `o`, one call.
+/// Times klcal::search over `num` histograms of `bins` bins with options `o`, one call, through
+/// the given path (automatic = what klcal::search does; multi_kernel forces the three-kernel
+/// path, to decide on a GPU whether the fused one-block-per-histogram path pays off).
 void bm_search(benchmark::State& state, std::int32_t bins, int num, klcal::search_options o,
-               bool with_curve) {
+               bool with_curve, klcal::detail::search_path path) {
   const bool mxnet = o.rules == klcal::rule_set::mxnet;
   klcal::histogram_spec spec;
   spec.kind = mxnet ? klcal::layout::signed_ : klcal::layout::abs;
@@ -64,7 +67,9 @@ void bm_search(benchmark::State& state, std::int32_t bins, int num, klcal::searc
     tasks[k].d_curve = with_curve ? d_curves + std::size_t(k) * curve_len : nullptr;
   }
   std::size_t temp_bytes = 0;
-  if (!klcal::search(nullptr, temp_bytes, tasks.data(), num, d_results, g.stream).ok()) {
+  if (!klcal::detail::search_with_path(path, nullptr, temp_bytes, tasks.data(), num, d_results,
+                                       g.stream)
+           .ok()) {
     state.SkipWithError("size query failed");
     return;
   }
@@ -72,8 +77,10 @@ void bm_search(benchmark::State& state, std::int32_t bins, int num, klcal::searc
   BENCH_CUDA(cudaMalloc(&d_temp, temp_bytes));
   for (auto _ : state) {
     klcal::status s;
-    const double seconds = g.elapsed_s(
-        [&] { s = klcal::search(d_temp, temp_bytes, tasks.data(), num, d_results, g.stream); });
+    const double seconds = g.elapsed_s([&] {
+      s = klcal::detail::search_with_path(path, d_temp, temp_bytes, tasks.data(), num, d_results,
+                                          g.stream);
+    });
     if (!s.ok()) {
       state.SkipWithError(klcal::to_string(s).c_str());
       break;
@@ -118,15 +125,22 @@ int main(int argc, char** argv) {
                             {"tensorrt/bins:2048/histograms:1000", 2048, 1000, false},
                             {"mxnet/bins:8001/histograms:1", 8001, 1, true},
                             {"mxnet/bins:8001/histograms:100", 8001, 100, true}};
+  using klcal::detail::search_path;
   for (const config& c : configs) {
     for (bool curve : {false, true}) {
-      const klcal::search_options o =
-          c.mxnet ? klcal::search_options::mxnet() : klcal::search_options::tensorrt();
-      benchmark::RegisterBenchmark(
-          (std::string("search/") + c.name + (curve ? "/curve" : "")).c_str(),
-          [=](benchmark::State& s) { bm_search(s, c.bins, c.num, o, curve); })
-          ->UseManualTime()
-          ->Unit(benchmark::kMicrosecond);
+      for (search_path path : {search_path::automatic, search_path::multi_kernel}) {
+        // mxnet always takes the multi-kernel path: no second variant.
+        if (c.mxnet && path == search_path::multi_kernel) continue;
+        const klcal::search_options o =
+            c.mxnet ? klcal::search_options::mxnet() : klcal::search_options::tensorrt();
+        benchmark::RegisterBenchmark(
+            (std::string("search/") + c.name + (curve ? "/curve" : "") +
+             (path == search_path::multi_kernel ? "/multi_kernel" : ""))
+                .c_str(),
+            [=](benchmark::State& s) { bm_search(s, c.bins, c.num, o, curve, path); })
+            ->UseManualTime()
+            ->Unit(benchmark::kMicrosecond);
+      }
     }
   }
   benchmark::RunSpecifiedBenchmarks();
