@@ -913,3 +913,50 @@ TEST_F(gpu_search, many_tasks_span_several_launches) {
 }
 
 }  // namespace
+
+TEST_F(gpu_search, graph_capture_and_replay_both_paths) {
+  // A captured search replays with the values of capture time (the tasks travel in kernel
+  // parameters), on the fused and on the multi-kernel path.
+  one_task t;
+  device_buffer<search_result> second(1);
+  std::size_t bytes = 0;
+  ASSERT_EQ(klcal::search(nullptr, bytes, &t.task, 1, t.result.ptr, nullptr), klcal::status{});
+  device_buffer<unsigned char> temp(bytes), temp2(bytes);
+  cudaStream_t s = nullptr;
+  ASSERT_EQ(cudaStreamCreate(&s), cudaSuccess);
+  const cudaError_t begin = cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal);
+  if (begin != cudaSuccess) {
+    (void)cudaGetLastError();
+    cudaStreamDestroy(s);
+    GTEST_SKIP() << "stream capture not supported here (" << cudaGetErrorString(begin) << ")";
+  }
+  std::size_t b1 = bytes, b2 = bytes;
+  const klcal::status a = klcal::detail::search_with_path(
+      klcal::detail::search_path::automatic, temp.ptr, b1, &t.task, 1, t.result.ptr, s);
+  const klcal::status m = klcal::detail::search_with_path(klcal::detail::search_path::multi_kernel,
+                                                          temp2.ptr, b2, &t.task, 1, second.ptr, s);
+  cudaGraph_t graph = nullptr;
+  ASSERT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
+  ASSERT_EQ(a, klcal::status{});
+  ASSERT_EQ(m, klcal::status{});
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  ASSERT_EQ(cudaMemset(t.result.ptr, 0xff, sizeof(search_result)), cudaSuccess);
+  for (int r = 0; r < 2; ++r) ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  search_result r1, r2;
+  ASSERT_EQ(cudaMemcpy(&r1, t.result.ptr, sizeof r1, cudaMemcpyDeviceToHost), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(&r2, second.ptr, sizeof r2, cudaMemcpyDeviceToHost), cudaSuccess);
+  std::vector<std::uint64_t> h(2048);
+  ASSERT_EQ(cudaMemcpy(h.data(), t.counts.ptr, h.size() * 8, cudaMemcpyDeviceToHost), cudaSuccess);
+  host_case c;
+  c.counts = h;
+  c.spec = t.task.spec;
+  const expectation e = reference_of(c);
+  EXPECT_EQ(r1.index, e.result.index);
+  EXPECT_TRUE(klcal::test::value_close(e.result.score, r1.score, fast_abs_tol, fast_rel_tol));
+  EXPECT_TRUE(bit_identical(r1, r2));
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(s);
+}
