@@ -6,10 +6,13 @@
 //   (P - e) ln(P - e) = P ln P - e ln P - e + sum_{n>=1} e^(n+1) / (n (n+1) P^n)
 // (all terms of the tail are positive; with P >= 1 and e <= policy::mxnet_series_max_shift four
 // of them leave a relative error below 4e-14), falling back to bin-by-bin sums over the
-// non-empty bins for windows so sparse that e is larger. All arithmetic is fp64: the prefix sums
-// of c ln c (up to 2^24 terms) are compensated (double-double); the per-candidate level sums
-// (at most L terms) are plain, with their error bound noted where they are formed. KL values
-// within rounding noise of 0 are reported as 0 (policy::kl_zero_snap).
+// non-empty bins for windows so sparse that e is larger. With AVX2 (and a total of at most 2^53)
+// the levels between the first and the last are evaluated in one fused pass of 16 levels per
+// step, their logs interleaved (log4n) so that the division and polynomial latencies overlap.
+// All arithmetic is fp64: the prefix sums of c ln c (up to 2^24 terms) are compensated
+// (double-double); the per-candidate level sums (at most L terms) are plain, with their error
+// bound noted where they are formed. KL values within rounding noise of 0 are reported as 0
+// (policy::kl_zero_snap).
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -85,41 +88,65 @@ KLCAL_AVX2 inline __m256d splat(double v) noexcept {
   return _mm256_set1_pd(v);
 }
 
-/// ln(x) of 4 positive, finite, normal doubles: fdlibm's e_log.c algorithm (x = 2^k m with
+/// ln(x) of 4 N positive, finite, normal doubles: fdlibm's e_log.c algorithm (x = 2^k m with
 /// m in [sqrt(2)/2, sqrt(2)), f = m - 1, s = f / (2 + f),
 /// ln x = k ln2 + f - f^2/2 + s (f^2/2 + R(s^2))), accurate to about one ulp. The search needs
 /// ~1e-12 relative (docs/testing.md), so this is far inside the tolerance, four logs at a time.
+/// Each step is applied to all N vectors before the next, so the N dependency chains (two
+/// divisions and a polynomial each) overlap; a loop of single log4 calls leaves the out-of-order
+/// window full of one chain. Every lane gets exactly log4's operations.
+template <int N>
+KLCAL_AVX2 inline void log4n(__m256d (&x)[N]) noexcept {
+  __m256d m[N], big[N], k[N], f[N], s[N], z[N], w[N], t1[N], t2[N], hfsq[N];
+  for (int u = 0; u < N; ++u) {
+    const __m256i bits = _mm256_castpd_si256(x[u]);
+    const __m256i mant =
+        _mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi64x(0x000fffffffffffffLL)),
+                        _mm256_set1_epi64x(0x3ff0000000000000LL));
+    m[u] = _mm256_castsi256_pd(mant);  // [1, 2)
+    big[u] = _mm256_cmp_pd(m[u], splat(1.4142135623730951), _CMP_GT_OQ);
+    m[u] = _mm256_blendv_pd(m[u], _mm256_mul_pd(m[u], splat(0.5)), big[u]);
+    // Biased exponent to double exactly: put it in the mantissa of 2^52 and subtract 2^52.
+    const __m256i ebits =
+        _mm256_or_si256(_mm256_srli_epi64(bits, 52), _mm256_set1_epi64x(0x4330000000000000LL));
+    k[u] = _mm256_sub_pd(_mm256_castsi256_pd(ebits), splat(4503599627370496.0 + 1023.0));
+    k[u] = _mm256_add_pd(k[u], _mm256_and_pd(big[u], splat(1.0)));
+    f[u] = _mm256_sub_pd(m[u], splat(1.0));
+  }
+  for (int u = 0; u < N; ++u) s[u] = _mm256_div_pd(f[u], _mm256_add_pd(splat(2.0), f[u]));
+  for (int u = 0; u < N; ++u) {
+    z[u] = _mm256_mul_pd(s[u], s[u]);
+    w[u] = _mm256_mul_pd(z[u], z[u]);
+    t1[u] = _mm256_mul_pd(w[u], splat(1.531383769920937332e-01));
+    t2[u] = _mm256_mul_pd(w[u], splat(1.479819860511658591e-01));
+  }
+  for (int u = 0; u < N; ++u) {
+    t1[u] = _mm256_mul_pd(w[u], _mm256_add_pd(splat(2.222219843214978396e-01), t1[u]));
+    t2[u] = _mm256_mul_pd(w[u], _mm256_add_pd(splat(1.818357216161805012e-01), t2[u]));
+  }
+  for (int u = 0; u < N; ++u) {
+    t1[u] = _mm256_mul_pd(w[u], _mm256_add_pd(splat(3.999999999940941908e-01), t1[u]));
+    t2[u] = _mm256_mul_pd(w[u], _mm256_add_pd(splat(2.857142874366239149e-01), t2[u]));
+  }
+  for (int u = 0; u < N; ++u) {
+    t2[u] = _mm256_mul_pd(z[u], _mm256_add_pd(splat(6.666666666666735130e-01), t2[u]));
+    hfsq[u] = _mm256_mul_pd(_mm256_mul_pd(splat(0.5), f[u]), f[u]);
+  }
+  for (int u = 0; u < N; ++u) {
+    const __m256d r = _mm256_add_pd(t2[u], t1[u]);
+    // k ln2_hi - ((hfsq - (s (hfsq + R) + k ln2_lo)) - f)
+    const __m256d inner = _mm256_add_pd(_mm256_mul_pd(s[u], _mm256_add_pd(hfsq[u], r)),
+                                        _mm256_mul_pd(k[u], splat(1.90821492927058770002e-10)));
+    x[u] = _mm256_sub_pd(_mm256_mul_pd(k[u], splat(6.93147180369123816490e-01)),
+                         _mm256_sub_pd(_mm256_sub_pd(hfsq[u], inner), f[u]));
+  }
+}
+
+/// ln(x) of 4 positive, finite, normal doubles (log4n of one vector).
 KLCAL_AVX2 inline __m256d log4(__m256d x) noexcept {
-  const __m256i bits = _mm256_castpd_si256(x);
-  const __m256i mant =
-      _mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi64x(0x000fffffffffffffLL)),
-                      _mm256_set1_epi64x(0x3ff0000000000000LL));
-  __m256d m = _mm256_castsi256_pd(mant);  // [1, 2)
-  const __m256d big = _mm256_cmp_pd(m, splat(1.4142135623730951), _CMP_GT_OQ);
-  m = _mm256_blendv_pd(m, _mm256_mul_pd(m, splat(0.5)), big);
-  // Biased exponent to double exactly: put it in the mantissa of 2^52 and subtract 2^52.
-  const __m256i ebits =
-      _mm256_or_si256(_mm256_srli_epi64(bits, 52), _mm256_set1_epi64x(0x4330000000000000LL));
-  __m256d k = _mm256_sub_pd(_mm256_castsi256_pd(ebits), splat(4503599627370496.0 + 1023.0));
-  k = _mm256_add_pd(k, _mm256_and_pd(big, splat(1.0)));
-  const __m256d f = _mm256_sub_pd(m, splat(1.0));
-  const __m256d s = _mm256_div_pd(f, _mm256_add_pd(splat(2.0), f));
-  const __m256d z = _mm256_mul_pd(s, s);
-  const __m256d w = _mm256_mul_pd(z, z);
-  __m256d t1 = _mm256_mul_pd(w, splat(1.531383769920937332e-01));
-  t1 = _mm256_mul_pd(w, _mm256_add_pd(splat(2.222219843214978396e-01), t1));
-  t1 = _mm256_mul_pd(w, _mm256_add_pd(splat(3.999999999940941908e-01), t1));
-  __m256d t2 = _mm256_mul_pd(w, splat(1.479819860511658591e-01));
-  t2 = _mm256_mul_pd(w, _mm256_add_pd(splat(1.818357216161805012e-01), t2));
-  t2 = _mm256_mul_pd(w, _mm256_add_pd(splat(2.857142874366239149e-01), t2));
-  t2 = _mm256_mul_pd(z, _mm256_add_pd(splat(6.666666666666735130e-01), t2));
-  const __m256d r = _mm256_add_pd(t2, t1);
-  const __m256d hfsq = _mm256_mul_pd(_mm256_mul_pd(splat(0.5), f), f);
-  // k ln2_hi - ((hfsq - (s (hfsq + R) + k ln2_lo)) - f)
-  const __m256d inner = _mm256_add_pd(_mm256_mul_pd(s, _mm256_add_pd(hfsq, r)),
-                                      _mm256_mul_pd(k, splat(1.90821492927058770002e-10)));
-  return _mm256_sub_pd(_mm256_mul_pd(k, splat(6.93147180369123816490e-01)),
-                       _mm256_sub_pd(_mm256_sub_pd(hfsq, inner), f));
+  __m256d v[1] = {x};
+  log4n(v);
+  return v[0];
 }
 
 KLCAL_AVX2 void log_inplace_avx2(double* x, std::int64_t n) noexcept {
@@ -234,6 +261,13 @@ struct mxnet_state {
   std::vector<double> lnc_hi, lnc_lo;  ///< prefix of ln c over non-empty bins (compensated)
   std::vector<double> r[4];            ///< prefix of c^-(n+1) over non-empty bins
   std::vector<std::int32_t> nonzero;   ///< indices of non-empty bins, ascending
+  /// (pf.S[j], pf.N[j]) as doubles (exact), interleaved so that a level boundary is one 16-byte
+  /// load; AVX2 path only.
+  std::vector<double> SN;
+  bool fast = false;  ///< kl() takes kl_avx2()
+
+  /// Scratch doubles kl() needs per thread.
+  std::size_t scratch_size() const noexcept { return std::size_t(2 * L); }
 
   void prepare(const std::uint64_t* counts, std::int32_t bins, const search_options& o) {
     c = counts;
@@ -245,6 +279,19 @@ struct mxnet_state {
     lnc_lo.assign(std::size_t(B) + 1, 0.0);
     for (auto& v : r) v.assign(std::size_t(B) + 1, 0.0);
     nonzero.clear();
+    // The AVX2 level loop reads the prefix sums as doubles, which is exact while the total is
+    // at most 2^53; larger totals take the uint64 path.
+    fast = false;
+#if KLCAL_CPU_X86
+    fast = detail::cpu_use_avx2() && pf.S[std::size_t(B)] <= (std::uint64_t{1} << 53);
+#endif
+    if (fast) {
+      SN.resize(2 * (std::size_t(B) + 1));
+      for (std::size_t j = 0; j <= std::size_t(B); ++j) {
+        SN[2 * j] = double(pf.S[j]);
+        SN[2 * j + 1] = double(pf.N[j]);
+      }
+    }
     comp_sum ls;
     double acc[4] = {0, 0, 0, 0};
     for (std::int32_t j = 0; j < B; ++j) {
@@ -289,8 +336,117 @@ struct mxnet_state {
     return s.value();
   }
 
-  /// KL of half-width i; `scratch` holds 2 * L doubles.
+  /// KL of half-width i; `scratch` holds scratch_size() doubles.
   double kl(std::int32_t i, double* scratch) const noexcept {
+#if KLCAL_CPU_X86
+    if (fast) return kl_avx2(i);
+#endif
+    return kl_generic(i, scratch);
+  }
+
+#if KLCAL_CPU_X86
+  /// kl() with the middle levels (1 .. L-2) four at a time in one fused pass. Levels 0 and L-1
+  /// carry the outliers and the W[0] quirk and stay scalar. A middle level's P and W agree, so
+  /// its n_g counts its non-zero P entries too, and its contributions to nzq and sum(Q) are the
+  /// exact integers n_g and M_g: both totals over the middle levels are single prefix-sum
+  /// differences, so eq is known before any level's log is taken.
+  KLCAL_AVX2 double kl_avx2(std::int32_t i) const noexcept {
+    constexpr double eps = 1e-4;
+    const std::int32_t j0 = z - i, j1 = z + i;  // window [j0, j1]
+    const std::int64_t s = 2 * std::int64_t{i} + 1;
+    const std::uint64_t T = pf.S[std::size_t(B)];
+    if (T == 0) return inf;
+    const std::uint64_t P0 = pf.S[std::size_t(j0) + 1];  // left outliers + c[j0]
+    const std::uint64_t right = T - pf.S[std::size_t(j1) + 1];
+    const std::uint64_t Plast = c[j1] + right;
+    const std::int64_t interior_nz = pf.N[std::size_t(j1)] - pf.N[std::size_t(j0) + 1];
+    const std::int64_t nzp = interior_nz + (P0 > 0) + (Plast > 0);
+    const std::int64_t zp = s - nzp;
+    if (nzp == 0) return inf;
+    const double ep = eps * double(zp) / double(nzp);
+    if (ep >= 1.0) return inf;
+
+    const std::int64_t m = s / L;  // >= 1: s >= L for every candidate
+    const std::size_t a1 = std::size_t(j0 + m), aL = std::size_t(j0 + (L - 1) * m);
+    // Level 0 without W[0] = c[j0]: [j0 + 1, j0 + m).
+    const std::uint64_t M0 = pf.S[a1] - pf.S[std::size_t(j0) + 1];
+    const std::int64_t n0 = pf.N[a1] - pf.N[std::size_t(j0) + 1];
+    const std::int64_t cnt0 = n0 + (P0 > 0);
+    // Level L-1: [j0 + (L-1) m, j1 + 1).
+    const std::uint64_t ML = pf.S[std::size_t(j1) + 1] - pf.S[aL];
+    const std::int64_t nL = pf.N[std::size_t(j1) + 1] - pf.N[aL];
+    const std::int64_t cntL = nL + (c[j1] == 0 && right > 0);
+    const double q0 = n0 > 0 ? double(M0) / double(n0) : 0.0;
+    const double qL = nL > 0 ? double(ML) / double(nL) : 0.0;
+    const std::int64_t nzq = (n0 > 0 ? cnt0 : 0) + (pf.N[aL] - pf.N[a1]) + (nL > 0 ? cntL : 0);
+    if (nzq == 0) return inf;
+    const double sq = (n0 > 0 ? double(cnt0) * q0 : 0.0) + double(pf.S[aL] - pf.S[a1]) +
+                      (nL > 0 ? double(cntL) * qL : 0.0);
+    const double eq = eps * double(s - nzq) / double(nzq);
+    if (eq >= 1.0) return inf;
+
+    // Middle level g spans boundaries g and g + 1 (boundary k at j0 + k m). Four levels take
+    // boundaries g + 1 .. g + 4 as (S, N) pairs, transposed into S and N vectors; boundary g is
+    // the previous step's last. Lanes past level L-2 repeat boundary L-1: an empty level.
+    const double* sn = SN.data();
+    const auto pair_at = [&](std::int64_t k) noexcept {
+      return _mm_loadu_pd(sn + 2 * (j0 + std::min(k, L - 1) * m));
+    };
+    const __m256d vep = splat(ep), veq = splat(eq), one = splat(1.0), zero = _mm256_setzero_pd();
+    constexpr int G = 4;  // groups of four levels per step, so that their logs overlap
+    __m256d acc[G] = {};
+    // prev holds boundary g in lane 3.
+    __m256d prevS = _mm256_set1_pd(double(pf.S[a1])), prevN = _mm256_set1_pd(double(pf.N[a1]));
+    for (std::int64_t g = 1; g <= L - 2; g += 4 * G) {
+      __m256d coef[G], arg[G];
+      for (int u = 0; u < G; ++u) {
+        const std::int64_t h = g + 4 * u;
+        const __m256d x = _mm256_insertf128_pd(_mm256_castpd128_pd256(pair_at(h + 1)),
+                                               pair_at(h + 3), 1);  // S1 N1 S3 N3
+        const __m256d y = _mm256_insertf128_pd(_mm256_castpd128_pd256(pair_at(h + 2)),
+                                               pair_at(h + 4), 1);  // S2 N2 S4 N4
+        const __m256d hiS = _mm256_unpacklo_pd(x, y), hiN = _mm256_unpackhi_pd(x, y);
+        // (prev lane 3, hi lanes 0 .. 2)
+        const __m256d loS = _mm256_blend_pd(_mm256_permute4x64_pd(hiS, _MM_SHUFFLE(2, 1, 0, 3)),
+                                            _mm256_permute4x64_pd(prevS, 0xff), 1);
+        const __m256d loN = _mm256_blend_pd(_mm256_permute4x64_pd(hiN, _MM_SHUFFLE(2, 1, 0, 3)),
+                                            _mm256_permute4x64_pd(prevN, 0xff), 1);
+        prevS = hiS;
+        prevN = hiN;
+        const __m256d M = _mm256_sub_pd(hiS, loS);
+        const __m256d n = _mm256_sub_pd(hiN, loN);
+        // sum of P' over the level's non-zero P entries; 0 for an empty level.
+        coef[u] = _mm256_sub_pd(M, _mm256_mul_pd(n, vep));
+        const __m256d nonempty = _mm256_cmp_pd(n, zero, _CMP_GT_OQ);
+        // Empty levels (also the padding) divide by 1 and take ln 1: their coef is 0 anyway.
+        const __m256d q = _mm256_div_pd(M, _mm256_blendv_pd(one, n, nonempty));
+        arg[u] = _mm256_blendv_pd(one, _mm256_sub_pd(q, veq), nonempty);
+      }
+      log4n(arg);
+      for (int u = 0; u < G; ++u) acc[u] = _mm256_add_pd(acc[u], _mm256_mul_pd(coef[u], arg[u]));
+    }
+    for (int u = 1; u < G; ++u) acc[0] = _mm256_add_pd(acc[0], acc[u]);
+    alignas(32) double part[4];
+    _mm256_store_pd(part, acc[0]);
+    const double lneps = std::log(eps);
+    const double coef0 = double(M0 + P0) - double(cnt0) * ep;
+    const double coefL = double(ML + right) - double(cntL) * ep;
+    const double first = coef0 * (n0 > 0 ? std::log(q0 - eq) : lneps);
+    const double last = coefL * (nL > 0 ? std::log(qL - eq) : lneps);
+
+    comp_sum b;
+    b.add(shifted_xlnx(j0 + 1, j1, ep));
+    if (P0 > 0) b.add(xlnx(double(P0) - ep));
+    if (Plast > 0) b.add(xlnx(double(Plast) - ep));
+    // At most L plain terms: error below L eps ln(max c) relative to T (8e-13 for 255 levels).
+    b.add(-(((part[0] + part[1]) + (part[2] + part[3])) + (first + last)));
+    const double sp = double(T);
+    return snap_zero(b.value() / sp - std::log(sp) + std::log(sq));
+  }
+#endif
+
+  /// kl() on the uint64 prefix sums: the portable path, and totals above 2^53.
+  double kl_generic(std::int32_t i, double* scratch) const noexcept {
     constexpr double eps = 1e-4;
     const std::int32_t j0 = z - i, j1 = z + i;  // window [j0, j1]
     const std::int64_t s = 2 * std::int64_t{i} + 1;
@@ -531,7 +687,7 @@ void search_one(const search_task& task, search_result& res, int threads) {
     st.prepare(counts, B, o);
     const std::int32_t first_i = static_cast<std::int32_t>(st.L / 2);
     parallel_blocks(ncand, cand_threads, [&](std::int64_t b, std::int64_t e) {
-      std::vector<double> scratch(std::size_t(2 * st.L));
+      std::vector<double> scratch(st.scratch_size());
       for (std::int64_t k = b; k < e; ++k)
         curve[k] = st.kl(static_cast<std::int32_t>(first_i + k), scratch.data());
     });
