@@ -39,7 +39,7 @@ struct tensor_source {
   formats::zip_member entry{};  ///< its directory entry (reopened without parsing the archive)
   std::string display() const { return member.empty() ? file : file + ":" + member; }
   /// Opens a chunked reader (throws klcal::error naming the file).
-  formats::npy_reader open(std::size_t chunk_bytes = std::size_t{4} << 20) const;
+  formats::npy_reader open(std::size_t chunk_bytes = std::size_t{16} << 20) const;
 };
 
 /// All batches of one tensor name, in input order.

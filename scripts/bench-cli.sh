@@ -17,18 +17,19 @@ threads=${KLCAL_BENCH_THREADS:-0}
 dir=$(mktemp -d "${TMPDIR:-/tmp}/klcal-bench-XXXXXX")
 trap 'rm -rf "$dir"' EXIT
 
-gen() {  # gen FILE MiB: Gaussian fp32 written in 64 MiB slices (bounded memory)
+gen() {  # gen FILE MiB: Gaussian fp32, written with write() in 64 MiB slices as np.save does
+  # (bounded memory; a file written through a memory map instead leaves its page-cache pages in
+  # a shape that is slower to map and to copy, which would measure the kernel, not klcal)
   python3 - "$1" "$2" <<'PY'
 import sys, numpy as np
 path, mib = sys.argv[1], int(sys.argv[2])
 n = mib << 18
-m = np.lib.format.open_memmap(path, mode="w+", dtype="<f4", shape=(n,))
 rng = np.random.default_rng(7)
 step = 16 << 20
-for i in range(0, n, step):
-    k = min(step, n - i)
-    m[i:i + k] = rng.standard_normal(k, dtype=np.float32)
-m.flush()
+with open(path, "wb") as f:
+    np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (n,)})
+    for i in range(0, n, step):
+        f.write(rng.standard_normal(min(step, n - i), dtype=np.float32).tobytes())
 PY
 }
 
@@ -58,10 +59,20 @@ mem_rate=$(echo "$mem_line" | sed -E 's/.*whole buffer ([0-9.e+]+) MiB\/s.*/\1/'
 echo "== generating 1 GiB and 4 GiB fp32 .npy in $dir"
 gen "$dir/one_gib.npy" 1024
 gen "$dir/four_gib.npy" 4096
+sync  # write-back of the fresh files must not compete with the timed runs
 
-run() {  # run FILE LOG: calibrate from the page cache (file read once before)
+run() {  # run FILE LOG: calibrate from the page cache (file read once before); best of 3 runs
   cat "$1" >/dev/null
-  /usr/bin/time -v "$klcal" calibrate --device cpu --threads "$threads" --quiet "$1" 2>"$2"
+  local best="" k
+  for k in 1 2 3; do
+    /usr/bin/time -v "$klcal" calibrate --device cpu --threads "$threads" --quiet "$1" 2>"$2.$k"
+    local s
+    s=$(wall_s "$(field "$2.$k" "Elapsed (wall clock) time (h:mm:ss or m:ss)")")
+    if [ -z "$best" ] || python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) < float(sys.argv[2]) else 1)" "$s" "$best"; then
+      best=$s
+      cp "$2.$k" "$2"
+    fi
+  done
 }
 
 run "$dir/one_gib.npy" "$dir/one.log"

@@ -1,5 +1,7 @@
 // .npy streaming reader and writer, plus the file/memory byte sources the readers build on.
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -23,7 +25,10 @@ class file_source final : public byte_source {
  public:
   file_source(std::FILE* f, std::uint64_t size, std::string name)
       : f_(f), size_(size), name_(std::move(name)) {}
-  ~file_source() override { std::fclose(f_); }
+  ~file_source() override {
+    unmap();
+    std::fclose(f_);
+  }
   file_source(const file_source&) = delete;
   file_source& operator=(const file_source&) = delete;
   std::uint64_t size() const noexcept override { return size_; }
@@ -47,8 +52,32 @@ class file_source final : public byte_source {
     pos_ = offset + got;
     return got;
   }
+  // Maps [offset, offset + n) read-only (one window at a time: the previous one is unmapped, so
+  // resident memory stays bounded by the window). MAP_POPULATE maps the page-cache pages in one
+  // call instead of one fault per page. Any failure falls back to read_at (nullptr).
+  const void* view_at(std::uint64_t offset, std::size_t n) override {
+    unmap();
+    if (n == 0 || offset > size_ || size_ - offset < n) return nullptr;
+    static const std::uint64_t page = static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE));
+    const std::uint64_t base = offset / page * page;
+    const std::size_t len = static_cast<std::size_t>(offset - base) + n;
+    void* p = mmap(nullptr, len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fileno(f_),
+                   static_cast<off_t>(base));
+    if (p == MAP_FAILED) return nullptr;
+    (void)madvise(p, len, MADV_SEQUENTIAL);
+    map_ = p;
+    map_len_ = len;
+    return static_cast<const unsigned char*>(p) + (offset - base);
+  }
 
  private:
+  void unmap() noexcept {
+    if (map_ != nullptr) munmap(map_, map_len_);
+    map_ = nullptr;
+    map_len_ = 0;
+  }
+  void* map_ = nullptr;
+  std::size_t map_len_ = 0;
   std::FILE* f_;
   std::uint64_t size_;
   std::string name_;
@@ -66,6 +95,10 @@ class mem_source final : public byte_source {
     n = static_cast<std::size_t>(std::min<std::uint64_t>(n, n_ - offset));
     if (n) std::memcpy(dst, d_ + offset, n);
     return n;
+  }
+  const void* view_at(std::uint64_t offset, std::size_t n) override {
+    if (offset > n_ || n_ - offset < n) return nullptr;
+    return d_ + offset;
   }
 
  private:
@@ -89,6 +122,12 @@ class range_stream_impl final : public byte_stream {
       pos_ += r;
     }
     return got;
+  }
+  const void* view(std::size_t n) override {
+    if (end_ - pos_ < n) return nullptr;
+    const void* p = src_->view_at(pos_, n);
+    if (p != nullptr) pos_ += n;
+    return p;
   }
 
  private:
@@ -384,7 +423,6 @@ npy_reader::npy_reader(std::unique_ptr<byte_stream> in, std::string name, std::i
   }
   remaining_ = header_.count;
   chunk_elems_ = std::max<std::size_t>(1, chunk_bytes / isz);
-  raw_.resize((chunk_elems_ * isz + 7) / 8);
   if (header_.stored == npy_dtype::f8) converted_.resize(chunk_elems_);
 }
 
@@ -404,7 +442,20 @@ bool npy_reader::next(chunk& out) {
   }
   std::size_t isz = header_.itemsize();
   std::size_t n = static_cast<std::size_t>(std::min<std::int64_t>(remaining_, chunk_elems_));
-  std::size_t got = in_->read(raw_.data(), n * isz);
+  // Zero-copy where the stream allows it (a mapped file, a memory buffer), else a copy.
+  // The copy buffer is allocated on first use; a view whose address is not a multiple of the
+  // element size (a header length that is not) is copied too, so chunks are always aligned.
+  const void* src = in_->view(n * isz);
+  std::size_t got = n * isz;
+  if (src == nullptr || reinterpret_cast<std::uintptr_t>(src) % isz != 0) {
+    if (raw_.empty()) raw_.resize((chunk_elems_ * isz + 7) / 8);
+    if (src != nullptr) {
+      std::memcpy(raw_.data(), src, n * isz);
+    } else {
+      got = in_->read(raw_.data(), n * isz);
+    }
+    src = raw_.data();
+  }
   if (got != n * isz) {
     std::uint64_t have = bytes_read_ + got;
     fail_format(name_, "truncated data: expected " +
@@ -415,12 +466,17 @@ bool npy_reader::next(chunk& out) {
   remaining_ -= static_cast<std::int64_t>(n);
   out.n = static_cast<std::int64_t>(n);
   if (header_.stored == npy_dtype::f8) {
-    const auto* src = reinterpret_cast<const double*>(raw_.data());
-    // IEEE conversion rounds to nearest even in the default rounding mode.
-    for (std::size_t i = 0; i < n; ++i) converted_[i] = static_cast<float>(src[i]);
+    // IEEE conversion rounds to nearest even in the default rounding mode. memcpy: a view
+    // need not be 8-byte aligned.
+    const auto* bytes = static_cast<const unsigned char*>(src);
+    for (std::size_t i = 0; i < n; ++i) {
+      double d;
+      std::memcpy(&d, bytes + i * 8, 8);
+      converted_[i] = static_cast<float>(d);
+    }
     out.data = converted_.data();
   } else {
-    out.data = raw_.data();
+    out.data = src;
   }
   return true;
 }
