@@ -15,9 +15,9 @@ inline status from_cuda(cudaError_t e) noexcept {
 
 /// Evaluates a cudaError_t expression (a runtime call, or cudaGetLastError() after a launch)
 /// and returns a klcal::status from the enclosing function when it failed.
-#define KLCAL_TRY(expr)                                                        \
-  do {                                                                         \
-    const cudaError_t klcal_try_err_ = (expr);                                 \
+#define KLCAL_TRY(expr)                                                                   \
+  do {                                                                                    \
+    const cudaError_t klcal_try_err_ = (expr);                                            \
     if (klcal_try_err_ != cudaSuccess) return ::klcal::detail::from_cuda(klcal_try_err_); \
   } while (0)
 

@@ -337,6 +337,33 @@ struct mxnet_state {
   }
 
   /// KL of half-width i; `scratch` holds scratch_size() doubles.
+  /// Window of half-width i and the smoothing of P (numerics.md 3), shared by both kl paths.
+  struct window {
+    std::int32_t j0, j1;                ///< the window is bins [j0, j1]
+    std::int64_t s;                     ///< its size 2i + 1
+    std::uint64_t T, P0, right, Plast;  ///< total, P[0], right outliers, P[s-1]
+    std::int64_t interior_nz, nzp, zp;  ///< non-zero interior bins, non-zero / zero P entries
+    double ep;                          ///< the smoothing shift of non-zero P entries
+    bool finite;                        ///< false: KL = +inf (empty, all-zero or unsmoothable P)
+  };
+  window window_of(std::int32_t i) const noexcept {
+    constexpr double eps = 1e-4;
+    window w{};
+    w.j0 = z - i;
+    w.j1 = z + i;
+    w.s = 2 * std::int64_t{i} + 1;
+    w.T = pf.S[std::size_t(B)];
+    w.P0 = pf.S[std::size_t(w.j0) + 1];  // left outliers + c[j0]
+    w.right = w.T - pf.S[std::size_t(w.j1) + 1];
+    w.Plast = c[w.j1] + w.right;
+    w.interior_nz = pf.N[std::size_t(w.j1)] - pf.N[std::size_t(w.j0) + 1];
+    w.nzp = w.interior_nz + (w.P0 > 0) + (w.Plast > 0);
+    w.zp = w.s - w.nzp;
+    w.ep = w.nzp > 0 ? eps * double(w.zp) / double(w.nzp) : 0.0;
+    w.finite = w.T != 0 && w.nzp != 0 && w.ep < 1.0;
+    return w;
+  }
+
   double kl(std::int32_t i, double* scratch) const noexcept {
 #if KLCAL_CPU_X86
     if (fast) return kl_avx2(i);
@@ -352,19 +379,8 @@ struct mxnet_state {
   /// differences, so eq is known before any level's log is taken.
   KLCAL_AVX2 double kl_avx2(std::int32_t i) const noexcept {
     constexpr double eps = 1e-4;
-    const std::int32_t j0 = z - i, j1 = z + i;  // window [j0, j1]
-    const std::int64_t s = 2 * std::int64_t{i} + 1;
-    const std::uint64_t T = pf.S[std::size_t(B)];
-    if (T == 0) return inf;
-    const std::uint64_t P0 = pf.S[std::size_t(j0) + 1];  // left outliers + c[j0]
-    const std::uint64_t right = T - pf.S[std::size_t(j1) + 1];
-    const std::uint64_t Plast = c[j1] + right;
-    const std::int64_t interior_nz = pf.N[std::size_t(j1)] - pf.N[std::size_t(j0) + 1];
-    const std::int64_t nzp = interior_nz + (P0 > 0) + (Plast > 0);
-    const std::int64_t zp = s - nzp;
-    if (nzp == 0) return inf;
-    const double ep = eps * double(zp) / double(nzp);
-    if (ep >= 1.0) return inf;
+    const auto [j0, j1, s, T, P0, right, Plast, interior_nz, nzp, zp, ep, finite] = window_of(i);
+    if (!finite) return inf;
 
     const std::int64_t m = s / L;  // >= 1: s >= L for every candidate
     const std::size_t a1 = std::size_t(j0 + m), aL = std::size_t(j0 + (L - 1) * m);
@@ -448,20 +464,8 @@ struct mxnet_state {
   /// kl() on the uint64 prefix sums: the portable path, and totals above 2^53.
   double kl_generic(std::int32_t i, double* scratch) const noexcept {
     constexpr double eps = 1e-4;
-    const std::int32_t j0 = z - i, j1 = z + i;  // window [j0, j1]
-    const std::int64_t s = 2 * std::int64_t{i} + 1;
-    const std::uint64_t T = pf.S[std::size_t(B)];
-    if (T == 0) return inf;
-    const std::uint64_t P0 = pf.S[std::size_t(j0) + 1];  // left outliers + c[j0]
-    const std::uint64_t right = T - pf.S[std::size_t(j1) + 1];
-    const std::uint64_t Plast = c[j1] + right;
-    // P: zeros.
-    const std::int64_t interior_nz = pf.N[std::size_t(j1)] - pf.N[std::size_t(j0) + 1];
-    const std::int64_t nzp = interior_nz + (P0 > 0) + (Plast > 0);
-    const std::int64_t zp = s - nzp;
-    if (nzp == 0) return inf;
-    const double ep = eps * double(zp) / double(nzp);
-    if (ep >= 1.0) return inf;
+    const auto [j0, j1, s, T, P0, right, Plast, interior_nz, nzp, zp, ep, finite] = window_of(i);
+    if (!finite) return inf;
 
     // Levels of the window copy W (W[0] = 0, W[k] = c[j0 + k]).
     const std::int64_t m = s / L;

@@ -1,4 +1,5 @@
-// Argument checks of docs/numerics.md section 6, shared by the GPU API, the CPU backend and the calibrator.
+// Argument checks of docs/numerics.md section 6, shared by the GPU API, the CPU backend and the
+// calibrator.
 #include <cmath>
 #include <cstdint>
 
@@ -16,7 +17,8 @@ status validate(const histogram_spec& spec) noexcept {
   // The fp32 width must be finite, or the fp32 scale would be 0 and every value land in bin 0.
   if (!std::isfinite(spec.hi - spec.lo)) return errc::invalid_range;
   // A width so small that the fp32 scale overflows would bin 0 * inf = NaN.
-  if (!std::isfinite(static_cast<float>(spec.bins) / (spec.hi - spec.lo))) return errc::invalid_range;
+  if (!std::isfinite(static_cast<float>(spec.bins) / (spec.hi - spec.lo)))
+    return errc::invalid_range;
   return errc::ok;
 }
 
