@@ -379,8 +379,13 @@ struct mxnet_state {
   /// differences, so eq is known before any level's log is taken.
   KLCAL_AVX2 double kl_avx2(std::int32_t i) const noexcept {
     constexpr double eps = 1e-4;
-    const auto [j0, j1, s, T, P0, right, Plast, interior_nz, nzp, zp, ep, finite] = window_of(i);
-    if (!finite) return inf;
+    const window w = window_of(i);
+    if (!w.finite) return inf;
+    // Plain locals, not a structured binding: C++17 lambdas cannot capture bindings.
+    const std::int32_t j0 = w.j0, j1 = w.j1;
+    const std::int64_t s = w.s;
+    const std::uint64_t T = w.T, P0 = w.P0, right = w.right, Plast = w.Plast;
+    const double ep = w.ep;
 
     const std::int64_t m = s / L;  // >= 1: s >= L for every candidate
     const std::size_t a1 = std::size_t(j0 + m), aL = std::size_t(j0 + (L - 1) * m);
@@ -464,8 +469,13 @@ struct mxnet_state {
   /// kl() on the uint64 prefix sums: the portable path, and totals above 2^53.
   double kl_generic(std::int32_t i, double* scratch) const noexcept {
     constexpr double eps = 1e-4;
-    const auto [j0, j1, s, T, P0, right, Plast, interior_nz, nzp, zp, ep, finite] = window_of(i);
-    if (!finite) return inf;
+    const window w = window_of(i);
+    if (!w.finite) return inf;
+    // Plain locals, not a structured binding: C++17 lambdas cannot capture bindings.
+    const std::int32_t j0 = w.j0, j1 = w.j1;
+    const std::int64_t s = w.s;
+    const std::uint64_t T = w.T, P0 = w.P0, right = w.right, Plast = w.Plast;
+    const double ep = w.ep;
 
     // Levels of the window copy W (W[0] = 0, W[k] = c[j0 + k]).
     const std::int64_t m = s / L;
