@@ -71,14 +71,25 @@ struct prefix {
   }
 };
 
-/// x ln x for a count (0 ln 0 = 0).
 /// KL rounding noise around an exact 0 becomes 0 (see policy::kl_zero_snap).
 double snap_zero(double kl) noexcept {
   return std::fabs(kl) < policy::kl_zero_snap ? 0.0 : kl;
 }
 
+/// x ln x for a count (0 ln 0 = 0).
 double xlnx(double x) noexcept {
   return x > 0.0 ? x * std::log(x) : 0.0;
+}
+
+/// sum_k a[k] b[k] in four interleaved partial sums (vectorisable; a fixed order, so the result
+/// is deterministic).
+double dot4(const double* a, const double* b, std::int64_t n) noexcept {
+  double part[4] = {0.0, 0.0, 0.0, 0.0};
+  std::int64_t k = 0;
+  for (; k + 4 <= n; k += 4)
+    for (int u = 0; u < 4; ++u) part[u] += a[k + u] * b[k + u];
+  for (; k < n; ++k) part[0] += a[k] * b[k];
+  return (part[0] + part[1]) + (part[2] + part[3]);
 }
 
 // ---- natural log of many values ------------------------------------------------------------
@@ -228,12 +239,7 @@ struct trt_state {
       log_inplace(lq, cnt);
       // Four partial sums: the level sum has at most L terms, so plain fp64 keeps its error
       // below L eps ln(max c) relative to T' (4e-13 for 128 levels), well inside tolerance.
-      double part[4] = {0.0, 0.0, 0.0, 0.0};
-      std::int64_t k = 0;
-      for (; k + 4 <= cnt; k += 4)
-        for (int u = 0; u < 4; ++u) part[u] += mass[k + u] * lq[k + u];
-      for (; k < cnt; ++k) part[0] += mass[k] * lq[k];
-      const double sum_mlq = (part[0] + part[1]) + (part[2] + part[3]);
+      const double sum_mlq = dot4(mass, lq, cnt);
       // t > 0 implies c[i-1] > 0, so its level (the last) is non-empty.
       const double lnq_last = last_pos >= 0 ? lq[last_pos] : 0.0;
       comp_sum b;
@@ -520,17 +526,12 @@ struct mxnet_state {
     // positive normal numbers, since a mean of non-zero counts is >= 1 and eq < 1.
     for (std::int64_t g = 0; g < L; ++g) qval[g] = qval[g] > 0.0 ? qval[g] - eq : eps;
     log_inplace(qval, L);
-    double part[4] = {0.0, 0.0, 0.0, 0.0};
-    std::int64_t g = 0;
-    for (; g + 4 <= L; g += 4)
-      for (int u = 0; u < 4; ++u) part[u] += coef[g + u] * qval[g + u];
-    for (; g < L; ++g) part[0] += coef[g] * qval[g];
     comp_sum b;
     b.add(shifted_xlnx(j0 + 1, j1, ep));
     if (P0 > 0) b.add(xlnx(double(P0) - ep));
     if (Plast > 0) b.add(xlnx(double(Plast) - ep));
     // At most L plain terms: error below L eps ln(max c) relative to T (8e-13 for 255 levels).
-    b.add(-((part[0] + part[1]) + (part[2] + part[3])));
+    b.add(-dot4(coef, qval, L));
     const double sp = double(T);
     return snap_zero(b.value() / sp - std::log(sp) + std::log(sq));
   }
