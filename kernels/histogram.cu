@@ -18,6 +18,18 @@ namespace {
 // run distinguishable, as in CUB, and leaves room to add scratch later without an API change.
 constexpr std::size_t hist_temp_bytes = 16;
 
+/// The two-phase protocol every entry point shares: true when the call ends here, with *st its
+/// status (a size query writes temp_bytes; a workspace below it is workspace_too_small).
+bool workspace_phase(const void* d_temp, std::size_t& temp_bytes, status* st) noexcept {
+  *st = {};
+  if (d_temp == nullptr) {
+    temp_bytes = hist_temp_bytes;
+    return true;
+  }
+  if (temp_bytes < hist_temp_bytes) *st = errc::workspace_too_small;
+  return !st->ok();
+}
+
 constexpr std::int64_t ceil_div(std::int64_t a, std::int64_t b) {
   return (a + b - 1) / b;
 }
@@ -238,11 +250,7 @@ status tensor_stats_accumulate(void* d_temp, std::size_t& temp_bytes, const void
   if (!valid_dtype(t)) return errc::invalid_dtype;
   if (n < 0) return errc::invalid_count;
   if (n > 0 && (d_in == nullptr || d_stats == nullptr)) return errc::null_pointer;
-  if (d_temp == nullptr) {
-    temp_bytes = hist_temp_bytes;
-    return {};
-  }
-  if (temp_bytes < hist_temp_bytes) return errc::workspace_too_small;
+  if (status st; workspace_phase(d_temp, temp_bytes, &st)) return st;
   if (n == 0) return {};
   device_shape d;
   KLCAL_CHECK(query_device(d));
@@ -278,11 +286,7 @@ status histogram_accumulate(void* d_temp, std::size_t& temp_bytes, const void* d
                             std::int64_t n, const histogram_spec& spec, std::uint64_t* d_counts,
                             cudaStream_t stream) noexcept {
   KLCAL_CHECK(check_task(d_in, t, n, spec, d_counts));
-  if (d_temp == nullptr) {
-    temp_bytes = hist_temp_bytes;
-    return {};
-  }
-  if (temp_bytes < hist_temp_bytes) return errc::workspace_too_small;
+  if (status st; workspace_phase(d_temp, temp_bytes, &st)) return st;
   if (n == 0) return {};
   device_shape d;
   KLCAL_CHECK(query_device(d));
@@ -299,11 +303,7 @@ status histogram_accumulate_batched(void* d_temp, std::size_t& temp_bytes,
     const histogram_task& t = h_tasks[i];
     KLCAL_CHECK(check_task(t.d_in, t.type, t.n, t.spec, t.d_counts));
   }
-  if (d_temp == nullptr) {
-    temp_bytes = hist_temp_bytes;
-    return {};
-  }
-  if (temp_bytes < hist_temp_bytes) return errc::workspace_too_small;
+  if (status st; workspace_phase(d_temp, temp_bytes, &st)) return st;
   if (num_tasks == 0) return {};
   device_shape d;
   KLCAL_CHECK(query_device(d));
