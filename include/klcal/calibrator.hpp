@@ -7,16 +7,10 @@
 #include <vector>
 
 #include "klcal/cuda_stream.hpp"
+#include "klcal/state.hpp"
 #include "klcal/types.hpp"
 
 namespace klcal {
-
-/// How a calibrator chooses its histogram range (docs/numerics.md 1.5).
-enum class range_policy : std::uint8_t {
-  fixed = 0,      ///< the caller's [lo, hi), any layout
-  two_pass = 1,   ///< add_range() over all data, end_range_pass(), then add(): [0, hi) or [-hi, hi)
-  streaming = 2,  ///< one pass, abs, power-of-two bins, hi = 2^e grows by pairwise folds
-};
 
 /// Collects the histogram and exact statistics of one tensor on the GPU and searches its
 /// threshold. Built only on the core GPU API (histogram.hpp, threshold.hpp).

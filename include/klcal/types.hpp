@@ -49,6 +49,10 @@ struct tensor_stats {
   float max = -std::numeric_limits<float>::infinity();   ///< largest finite x (-inf when none)
 };
 
+/// Merges the statistics of two disjoint sets of values into `into` (numerics.md 1.4): counts
+/// added, max_abs and max by maximum, min by minimum. Exact and commutative.
+void merge(tensor_stats& into, const tensor_stats& from) noexcept;
+
 /// Threshold-selection method (docs/numerics.md 2 to 4).
 enum class method : std::uint8_t { entropy = 0, max = 1, percentile = 2, mse = 3 };
 
