@@ -1,5 +1,6 @@
 // GPU backend of the klcal tool: uploads each chunk and runs the core GPU API (layer 1) on it.
-#ifdef KLCAL_WITH_CUDA
+#include "klcal/config.hpp"
+#if KLCAL_WITH_CUDA
 
 #include <cuda_runtime.h>
 
@@ -8,6 +9,7 @@
 #include <cstring>
 
 #include "cli.hpp"
+#include "klcal/internal/cuda_status.hpp"
 #include "klcal/histogram.hpp"
 #include "klcal/threshold.hpp"
 
@@ -16,13 +18,12 @@ namespace {
 
 void cuda_check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) {
-    throw error(status(errc::cuda_error, int(e)), std::string(what) + ": " + cudaGetErrorName(e) +
-                                                      " (" + cudaGetErrorString(e) + ")");
+    throw error(detail::from_cuda(e), std::string(what) + ": " + detail::cuda_error_text(e));
   }
 }
 
 void klcal_check(status s, const char* what) {
-  if (!s.ok()) throw error(s, std::string(what) + " failed: " + to_string(s));
+  if (!s.ok()) throw error(s, std::string(what) + " failed: " + detail::describe(s));
 }
 
 // Device buffer that grows and never shrinks.

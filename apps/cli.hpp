@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "klcal/config.hpp"
 #include "klcal/formats.hpp"
 #include "klcal/types.hpp"
 
@@ -84,7 +85,7 @@ class backend {
 /// cudaGetDeviceCount finds one, else CPU).
 std::unique_ptr<backend> make_backend(const std::string& device, int threads);
 std::unique_ptr<backend> make_cpu_backend(int threads);
-#ifdef KLCAL_WITH_CUDA
+#if KLCAL_WITH_CUDA
 /// nullptr when no device is present (reason in *why).
 std::unique_ptr<backend> make_gpu_backend(std::string* why);
 #endif

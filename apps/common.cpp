@@ -198,7 +198,7 @@ std::unique_ptr<backend> make_cpu_backend(int threads) {
 
 std::unique_ptr<backend> make_backend(const std::string& device, int threads) {
   if (device == "cpu") return make_cpu_backend(threads);
-#ifdef KLCAL_WITH_CUDA
+#if KLCAL_WITH_CUDA
   std::string why;
   if (device == "gpu" || device == "auto") {
     auto g = make_gpu_backend(&why);

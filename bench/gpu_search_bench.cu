@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "../kernels/search_detail.cuh"
+#include "klcal/internal/search_detail.hpp"
 #include "gpu_bench_util.cuh"
 #include "klcal/threshold.hpp"
 

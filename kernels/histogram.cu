@@ -4,11 +4,12 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "common.cuh"
+#include "klcal/internal/cuda_status.hpp"
 #include "histogram.cuh"
-#include "histogram_detail.cuh"
+#include "func_attributes.cuh"
+#include "klcal/internal/histogram_detail.hpp"
 #include "klcal/histogram.hpp"
-#include "policy.cuh"
+#include "klcal/internal/gpu_policy.hpp"
 
 namespace klcal {
 namespace detail {
@@ -40,13 +41,14 @@ bool valid_dtype(dtype t) {
 
 /// Device properties the launch shapes depend on (cheap: the runtime caches attributes).
 struct device_shape {
+  int device = 0;
   int sms = 1;
   int smem_optin = hist_default_smem_bytes;
 };
 
 status query_device(device_shape& d) {
-  int dev = 0;
-  KLCAL_TRY(cudaGetDevice(&dev));
+  KLCAL_TRY(cudaGetDevice(&d.device));
+  const int dev = d.device;
   KLCAL_TRY(cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, dev));
   int optin = 0;
   if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) == cudaSuccess &&
@@ -57,11 +59,8 @@ status query_device(device_shape& d) {
   return {};
 }
 
-bin_params make_bin_params(const histogram_spec& s) {
-  // numerics.md 1.2 rule 3: the width is rounded to fp32, then the quotient.
-  const float width = s.hi - s.lo;
-  return bin_params{s.lo, static_cast<float>(s.bins) / width, static_cast<float>(s.bins - 1),
-                    s.kind == layout::abs};
+kernel_bin_params kernel_params_of(const histogram_spec& s) {
+  return kernel_bin_params{make_bin_params(s.bins, s.lo, s.hi), s.kind == layout::abs};
 }
 
 /// Checks one histogram's arguments (numerics.md 6) in the order both phases use.
@@ -92,8 +91,8 @@ void split(std::int64_t n, std::int64_t target_blocks, std::int64_t& blocks,
 /// limit at all, 0 (global atomics) otherwise.
 int copies_for(std::int32_t bins, const device_shape& d) {
   const std::int64_t one = std::int64_t{bins} * 4;
-  // 1 KiB stays free for the kernel's static shared memory (the statistics reduction).
-  if (one > d.smem_optin - 1024) return 0;
+  // Some shared memory stays free for the kernel's static part (the statistics reduction).
+  if (one > d.smem_optin - hist_static_smem_reserve) return 0;
   const std::int64_t fit = hist_default_smem_bytes / one;
   return static_cast<int>(std::clamp<std::int64_t>(fit, 1, hist_max_sub_histograms));
 }
@@ -114,8 +113,11 @@ status launch_tasks(const histogram_task* tasks, int num, const device_shape& d,
   }
   if (!any) return {};
   const auto kernel = histogram_block_private_kernel<MaxTasks, WithStats>;
+  // The limit is raised once per device to the most any launch of this kernel uses there
+  // (copies_for keeps every launch within smem_optin minus the static reserve).
   if (smem > hist_default_smem_bytes)
-    KLCAL_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    KLCAL_CHECK((raise_dynamic_smem_once<histogram_block_private_kernel<MaxTasks, WithStats>>(
+        d.device, d.smem_optin - hist_static_smem_reserve)));
   int per_sm = 0;
   if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, hist_block_threads, smem) !=
           cudaSuccess ||
@@ -139,14 +141,14 @@ status launch_tasks(const histogram_task* tasks, int num, const device_shape& d,
     const int copies = copies_for(t.spec.bins, d) == 0
                            ? 0
                            : std::min(hist_max_sub_histograms, smem / (t.spec.bins * 4));
-    const bin_params bp = make_bin_params(t.spec);
+    const kernel_bin_params bp = kernel_params_of(t.spec);
     p.tasks[k] = hist_task_desc{t.d_in,
                                 reinterpret_cast<unsigned long long*>(t.d_counts),
                                 d_stats,
                                 t.n,
                                 epb,
-                                bp.lo,
-                                bp.scale,
+                                bp.p.lo,
+                                bp.p.scale,
                                 t.spec.bins,
                                 static_cast<std::uint8_t>(t.type),
                                 static_cast<std::uint8_t>(bp.is_abs ? 1 : 0),
@@ -173,7 +175,7 @@ status histogram_naive_accumulate(const void* d_in, dtype t, std::int64_t n,
   if (n == 0) return {};
   device_shape d;
   KLCAL_CHECK(query_device(d));
-  const bin_params b = make_bin_params(spec);
+  const kernel_bin_params b = kernel_params_of(spec);
   const unsigned grid = static_cast<unsigned>(
       std::min<std::int64_t>(ceil_div(n, hist_block_threads), std::int64_t{d.sms} * 32));
   auto* out = reinterpret_cast<unsigned long long*>(d_counts);

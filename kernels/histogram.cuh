@@ -9,7 +9,8 @@
 #include <cstdint>
 
 #include "klcal/types.hpp"
-#include "policy.cuh"
+#include "klcal/internal/gpu_policy.hpp"
+#include "klcal/internal/numerics.hpp"
 
 // Large task tables are read with dynamic indices; __grid_constant__ lets the kernel read them
 // straight from parameter memory instead of copying the whole struct to local memory.
@@ -107,22 +108,17 @@ __device__ __forceinline__ bool is_nan_bits(float x) {
   return (__float_as_uint(x) & 0x7fffffffu) > 0x7f800000u;
 }
 
-/// Per-histogram binning constants, computed once on the host.
-struct bin_params {
-  float lo;     ///< lower edge (0 for abs)
-  float scale;  ///< float(bins) / float(hi - lo)
-  float last;   ///< float(bins - 1), exact since bins <= 2^24
+/// Per-histogram binning constants of a kernel: the shared ones (klcal/internal/numerics.hpp)
+/// plus the layout.
+struct kernel_bin_params {
+  bin_params p;
   bool is_abs;
 };
 
-/// Bin of x, or -1 for NaN/Inf (never binned). Products and differences are rounded to fp32
-/// separately (no FMA); the clamp happens on the float so huge quotients never overflow an int.
-__device__ __forceinline__ int bin_of(float x, const bin_params& b) {
+/// Bin of x, or -1 for NaN/Inf (never binned), by the one bin formula of numerics.hpp.
+__device__ __forceinline__ int bin_of(float x, const kernel_bin_params& b) {
   if (!is_finite_bits(x)) return -1;
-  const float q = b.is_abs ? __fmul_rn(fabsf(x), b.scale) : __fmul_rn(__fsub_rn(x, b.lo), b.scale);
-  // fmaxf also maps a NaN quotient (only possible for an infinite scale) to bin 0.
-  const float k = fminf(fmaxf(floorf(q), 0.0f), b.last);
-  return static_cast<int>(k);
+  return b.is_abs ? bin_of_abs(x, b.p) : bin_of_signed(x, b.p);
 }
 
 // ---- statistics -------------------------------------------------------------------------------
@@ -256,10 +252,10 @@ __device__ __forceinline__ void add_run(unsigned long long* h, int k, unsigned i
 }
 
 /// Bins [p, p + count) into `hist` with a per-thread register run cache: consecutive elements
-/// of a thread that fall into the same bin cost one atomic per run (policy.cuh, part 2).
+/// of a thread that fall into the same bin cost one atomic per run (gpu_policy.hpp, part 2).
 template <dtype T, class H, class OnValue>
 __device__ __forceinline__ void bin_range(const unsigned char* p, std::int64_t count,
-                                          const bin_params& b, H* hist, OnValue& on_value) {
+                                          const kernel_bin_params& b, H* hist, OnValue& on_value) {
   int cur = -1;
   unsigned int run = 0;
   for_each_in_block<T>(p, count, [&](float x) {
@@ -283,7 +279,7 @@ __device__ __forceinline__ void bin_range(const unsigned char* p, std::int64_t c
 
 template <class H, class OnValue>
 __device__ __forceinline__ void bin_range_typed(const hist_task_desc& t, std::int64_t begin,
-                                                std::int64_t count, const bin_params& b, H* hist,
+                                                std::int64_t count, const kernel_bin_params& b, H* hist,
                                                 OnValue& on_value) {
   const auto* base = static_cast<const unsigned char*>(t.d_in);
   switch (static_cast<dtype>(t.type)) {
@@ -316,7 +312,7 @@ __global__ void __launch_bounds__(hist_block_threads)
   const std::int64_t begin = static_cast<std::int64_t>(bid - p.block_begin[lo]) * t.elems_per_block;
   if (begin >= t.n) return;  // block-uniform
   const std::int64_t count = t.n - begin < t.elems_per_block ? t.n - begin : t.elems_per_block;
-  const bin_params b{t.lo, t.scale, static_cast<float>(t.bins - 1), t.is_abs != 0};
+  const kernel_bin_params b{{t.lo, t.scale, static_cast<float>(t.bins - 1)}, t.is_abs != 0};
 
   stats_acc acc = stats_acc::empty();
   auto on_value = [&acc](float x) {
@@ -342,7 +338,7 @@ __global__ void __launch_bounds__(hist_block_threads)
 
 /// Baseline: grid-stride over elements, one global 64-bit atomic per binned element.
 template <dtype T>
-__global__ void histogram_naive_kernel(const void* d_in, std::int64_t n, bin_params b,
+__global__ void histogram_naive_kernel(const void* d_in, std::int64_t n, kernel_bin_params b,
                                        unsigned long long* d_counts) {
   using E = elem<T>;
   const auto* e = static_cast<const typename E::bits_t*>(d_in);
@@ -400,15 +396,10 @@ __global__ void add_counts_kernel(unsigned long long* d_dst, const unsigned long
 }
 
 __global__ void merge_stats_kernel(tensor_stats* d_dst, const tensor_stats* d_src) {
-  const tensor_stats s = *d_src;
-  tensor_stats d = *d_dst;
-  d.finite_count += s.finite_count;
-  d.nan_count += s.nan_count;
-  d.inf_count += s.inf_count;
-  d.max_abs = fmaxf(d.max_abs, s.max_abs);
-  d.min = fminf(d.min, s.min);
-  d.max = fmaxf(d.max, s.max);
-  *d_dst = d;
+  const tensor_stats src = *d_src;
+  tensor_stats dst = *d_dst;
+  merge_stats(dst, src);
+  *d_dst = dst;
 }
 
 __global__ void init_stats_kernel(tensor_stats* d_stats) {
@@ -419,9 +410,8 @@ __global__ void apply_max_method_kernel(search_result* d_result, const tensor_st
                                         std::int32_t qmax) {
   search_result r = *d_result;
   if (!r.degenerate) {
-    const float amax = d_stats->max_abs;
-    r.amax = static_cast<double>(amax);
-    r.scale = __fdiv_rn(amax, static_cast<float>(qmax));
+    r.amax = static_cast<double>(d_stats->max_abs);
+    r.scale = quant_scale(r.amax, qmax);
   }
   *d_result = r;
 }

@@ -6,12 +6,14 @@
 #include <cstdint>
 #include <cub/block/block_scan.cuh>
 
-#include "common.cuh"
+#include "func_attributes.cuh"
+#include "klcal/internal/cuda_status.hpp"
 #include "klcal/threshold.hpp"
 #include "klcal/types.hpp"
-#include "policy.cuh"
+#include "klcal/internal/gpu_policy.hpp"
+#include "klcal/internal/numerics.hpp"
 #include "search.cuh"
-#include "search_detail.cuh"
+#include "klcal/internal/search_detail.hpp"
 
 namespace klcal::detail::search {
 namespace {
@@ -19,11 +21,6 @@ namespace {
 constexpr int threads = search_block_threads;
 constexpr int warps_per_block = threads / 32;
 constexpr double mxnet_eps = 1e-4;  // numerics.md 3
-
-/// Rounding noise around an exact 0 KL becomes 0 (kernels/policy.cuh).
-__device__ inline double snap_zero(double kl) {
-  return fabs(kl) < klcal::detail::search_kl_zero_snap ? 0.0 : kl;
-}
 
 __device__ inline double pos_inf() {
   return __longlong_as_double(0x7ff0000000000000LL);
@@ -45,12 +42,7 @@ struct prefix_add {
 
 /// The bin that holds the value 0 (numerics.md 5.3), by the binning rules of numerics.md 1.2.
 __device__ inline std::int64_t zero_bin_index(const task_desc& t) {
-  if (t.kind == static_cast<std::uint8_t>(layout::abs)) return 0;
-  const float scale = __fdiv_rn(static_cast<float>(t.bins), __fsub_rn(t.hi, t.lo));
-  const float v = __fmul_rn(__fsub_rn(0.0f, t.lo), scale);
-  if (v >= static_cast<float>(t.bins)) return t.bins - 1;
-  if (v < 0.0f) return 0;
-  return static_cast<std::int64_t>(floorf(v));
+  return klcal::detail::zero_bin_index(static_cast<layout>(t.kind), t.bins, t.lo, t.hi);
 }
 
 /// S(k), N(k) (and H(k) for tensorrt entropy) for k = 0 .. bins into `a`, tile by tile with one
@@ -192,7 +184,7 @@ __device__ void mxnet_block(const task_desc& t, const area& a, std::int32_t cand
     kl = block_sum(kl, scratch);
   }
   if (threadIdx.x == 0) {
-    const double v = finite ? snap_zero(kl.x) : pos_inf();
+    const double v = finite ? snap_kl(kl.x) : pos_inf();
     if (t.curve != nullptr) t.curve[candidate] = v;
     a.partials[candidate] = partial{isnan(v) ? pos_inf() : v, candidate, 0};
   }
@@ -205,7 +197,7 @@ __device__ inline partial warp_candidate(const task_desc& t, const area& a, std:
                                          int lane) {
   const std::int64_t i = t.start_bin + k * t.stride;
   const double v =
-      t.tensorrt_entropy ? snap_zero(tensorrt_candidate(t, a, i, lane)) : mse_candidate(t, i, lane);
+      t.tensorrt_entropy ? snap_kl(tensorrt_candidate(t, a, i, lane)) : mse_candidate(t, i, lane);
   if (lane == 0 && t.curve != nullptr) t.curve[k] = v;
   return partial{isnan(v) ? pos_inf() : v, static_cast<std::int32_t>(k), 0};
 }
@@ -315,7 +307,7 @@ __device__ search_result finalize(const task_desc& t, const task_meta& m, const 
       break;
     }
   }
-  r.scale = __fdiv_rn(static_cast<float>(r.amax), static_cast<float>(t.qmax));
+  r.scale = quant_scale(r.amax, t.qmax);
   return r;
 }
 
@@ -457,9 +449,8 @@ status fused_available(bool* available) noexcept {
   // The kernel's static shared memory (scan storage, totals, warp bests) is well below this.
   constexpr std::uint64_t static_margin = 4096;
   if (bytes + static_margin > static_cast<std::uint64_t>(optin)) return errc::ok;
-  KLCAL_TRY(cudaFuncSetAttribute(search_fused_kernel<Capacity>,
-                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 static_cast<int>(bytes)));
+  KLCAL_CHECK(
+      raise_dynamic_smem_once<search_fused_kernel<Capacity>>(device, static_cast<int>(bytes)));
   *available = true;
   return errc::ok;
 }

@@ -6,7 +6,7 @@
 #include <cstdint>
 
 #include "klcal/types.hpp"
-#include "policy.cuh"
+#include "klcal/internal/gpu_policy.hpp"
 
 namespace klcal::detail::search {
 

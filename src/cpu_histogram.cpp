@@ -19,6 +19,7 @@
 #include "cpu_isa.hpp"
 #include "cpu_policy.hpp"
 #include "klcal/cpu.hpp"
+#include "klcal/internal/numerics.hpp"
 
 namespace klcal::cpu {
 namespace {
@@ -79,33 +80,16 @@ struct bin_params {
   int subs = 1;             ///< number of interleaved sub-histograms
 };
 
-/// Statistics of one thread's range; merged exactly (integer sums, min/max).
-struct stats_acc {
-  std::uint64_t nan = 0, inf = 0, finite = 0;
-  float max_abs = 0.0f;
-  float min = std::numeric_limits<float>::infinity();
-  float max = -std::numeric_limits<float>::infinity();
+/// Statistics of one thread's range; merged exactly with detail::merge_stats.
+using stats_acc = tensor_stats;
 
-  void merge(const stats_acc& o) noexcept {
-    nan += o.nan;
-    inf += o.inf;
-    finite += o.finite;
-    max_abs = std::max(max_abs, o.max_abs);
-    if (o.min < min) min = o.min;
-    if (o.max > max) max = o.max;
-  }
-};
-
-/// The bin of a finite value (numerics.md 1.2.4-5). `p > 0 ? p : 0` would also send a NaN
-/// product (0 * an infinite scale, which validate() rules out) to bin 0, where 0 belongs, rather
-/// than convert NaN to an integer; the AVX2 path's max_ps(p, 0) does the same.
+/// The bin of a finite value: the one bin formula of klcal/internal/numerics.hpp. The AVX2
+/// path's max_ps(p, 0) / min_ps(p, top) / cvttps form is the same operation eight at a time.
 template <bool Signed>
 std::uint32_t bin_of(float x, const bin_params& bp) noexcept {
-  const float v = Signed ? x - bp.lo : std::fabs(x);
-  float p = v * bp.scale;
-  p = p > 0.0f ? p : 0.0f;
-  p = p < bp.top ? p : bp.top;
-  return static_cast<std::uint32_t>(p);
+  const klcal::detail::bin_params p{bp.lo, bp.scale, bp.top};
+  return static_cast<std::uint32_t>(Signed ? klcal::detail::bin_of_signed(x, p)
+                                           : klcal::detail::bin_of_abs(x, p));
 }
 
 bool is_finite_bits(std::uint32_t u) noexcept {
@@ -125,16 +109,16 @@ void scalar_range(const unsigned char* in, std::int64_t b, std::int64_t e, const
     }
     if constexpr (Stats) {
       if (fin) {
-        st->finite += 1;
+        st->finite_count += 1;
         st->max_abs = std::max(st->max_abs, std::fabs(x));
         // x + 0 turns -0 into +0 (numerics.md 1.3 records -0 as +0) and changes nothing else.
         const float xz = x + 0.0f;
         if (xz < st->min) st->min = xz;
         if (xz > st->max) st->max = xz;
       } else if ((u & 0x7fffffffu) == 0x7f800000u) {
-        st->inf += 1;
+        st->inf_count += 1;
       } else {
-        st->nan += 1;
+        st->nan_count += 1;
       }
     }
   }
@@ -234,9 +218,9 @@ KLCAL_AVX2 void avx2_range(const unsigned char* in, std::int64_t b, std::int64_t
       if (lo8[l] < st->min) st->min = lo8[l];
       if (hi8[l] > st->max) st->max = hi8[l];
     }
-    st->nan += nan;
-    st->inf += inf;
-    st->finite += static_cast<std::uint64_t>(i - b) - nan - inf;
+    st->nan_count += nan;
+    st->inf_count += inf;
+    st->finite_count += static_cast<std::uint64_t>(i - b) - nan - inf;
   }
   scalar_range<T, Signed, Bins, Stats>(in, i, e, bp, sub, st);
 }
@@ -309,9 +293,7 @@ status accumulate(const void* h_in, dtype t, std::int64_t n, const histogram_spe
   const std::int32_t nbins = bins ? spec->bins : 0;
   bin_params bp;
   if (bins) {
-    // numerics.md 1.2.3: hi - lo rounded to fp32, then the division rounded to fp32.
-    const float width = spec->hi - spec->lo;
-    bp.scale = static_cast<float>(nbins) / width;
+    bp.scale = klcal::detail::bin_scale(nbins, spec->lo, spec->hi);
     bp.lo = spec->lo;
     bp.top = static_cast<float>(nbins - 1);
     bp.dummy = static_cast<std::uint32_t>(nbins);
@@ -365,7 +347,7 @@ status accumulate(const void* h_in, dtype t, std::int64_t n, const histogram_spe
   stats_acc total;
   for (int k = 0; k < nt; ++k) {
     const worker& w = ws[std::size_t(k)];
-    total.merge(w.st);
+    klcal::detail::merge_stats(total, w.st);
     if (!bins) continue;
     for (std::int32_t j = 0; j < nbins; ++j) {
       std::uint64_t c = w.wide.empty() ? 0 : w.wide[std::size_t(j)];
@@ -373,14 +355,7 @@ status accumulate(const void* h_in, dtype t, std::int64_t n, const histogram_spe
       h_counts[j] += c;
     }
   }
-  if (h_stats != nullptr) {
-    h_stats->finite_count += total.finite;
-    h_stats->nan_count += total.nan;
-    h_stats->inf_count += total.inf;
-    h_stats->max_abs = std::max(h_stats->max_abs, total.max_abs);
-    if (total.min < h_stats->min) h_stats->min = total.min;
-    if (total.max > h_stats->max) h_stats->max = total.max;
-  }
+  if (h_stats != nullptr) klcal::detail::merge_stats(*h_stats, total);
   return errc::ok;
 }
 

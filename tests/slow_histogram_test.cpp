@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "../kernels/histogram_detail.cuh"
+#include "klcal/internal/histogram_detail.hpp"
 #include "gpu_fixture.hpp"
 #include "klcal/histogram.hpp"
 #include "klcal/reference.hpp"

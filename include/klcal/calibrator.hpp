@@ -2,6 +2,11 @@
 // add/merge/reset/compute.
 #pragma once
 
+#include "klcal/config.hpp"
+#if !KLCAL_WITH_CUDA
+#error "klcal was built without CUDA (KLCAL_ENABLE_CUDA=OFF): the GPU API is not available; use klcal/cpu.hpp and klcal/cpu_calibrator.hpp"
+#endif
+
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -12,26 +17,49 @@
 
 namespace klcal {
 
+/// Where a GPU calibrator gets its device memory (counts, statistics, scratch). Plain function
+/// pointers, so this header needs no CUDA type beyond cudaStream_t. Both hooks are
+/// stream-ordered like cudaMallocAsync / cudaFreeAsync: memory from allocate(bytes, stream) may
+/// be used by work on `stream`, and deallocate(p, bytes, stream) may reuse it once the work
+/// enqueued on `stream` before it has run. allocate returns nullptr when it cannot allocate
+/// (the calibrator then throws errc::out_of_memory); neither hook may throw. A
+/// default-constructed allocator (both null) means cudaMallocAsync / cudaFreeAsync.
+struct device_allocator {
+  void* (*allocate)(std::size_t bytes, cudaStream_t stream, void* context) = nullptr;
+  void (*deallocate)(void* p, std::size_t bytes, cudaStream_t stream, void* context) = nullptr;
+  void* context = nullptr;  ///< passed to both hooks
+};
+
 /// Collects the histogram and exact statistics of one tensor on the GPU and searches its
-/// threshold. Built only on the core GPU API (histogram.hpp, threshold.hpp).
+/// threshold. Built only on the core GPU API (histogram.hpp, threshold.hpp); the range policy
+/// is the one klcal::cpu::calibrator uses, so both give identical results on the same data.
 ///
-/// - Owning and move-only; device memory comes from cudaMallocAsync on the stream given at
-///   construction, scratch grows with cudaMallocAsync/cudaFreeAsync on the stream of the call
-///   that needs more. The destructor synchronizes the device (cudaDeviceSynchronize) and frees
-///   with cudaFree; it never throws.
-/// - Every operation takes the stream it enqueues on. Work on different streams is not ordered
-///   by the calibrator: order them yourself (events) when you switch streams.
+/// - Owning and move-only, like rmm's device_buffer: it records the current device and the
+///   stream given at construction (its "owning stream"), allocates on it through the
+///   device_allocator, and frees stream-ordered on the owning stream in the destructor, with
+///   its device made current for the call; the destructor never synchronizes and never throws.
+///   The owning stream must therefore outlive the calibrator, or be replaced with set_stream().
+/// - Every operation takes the stream it enqueues on and runs with the calibrator's device made
+///   current. Work on different streams is not ordered by the calibrator: order them yourself
+///   (events) when you switch streams, also before the destructor if you used other streams.
 /// - Errors throw klcal::error with the status of numerics.md section 6.
 /// - Only the functions marked "synchronizes" wait for the device.
 class calibrator {
  public:
   /// Fixed range: bins every value into `spec` (abs or signed). Throws on an invalid spec.
-  static calibrator fixed(const histogram_spec& spec, cudaStream_t stream);
+  static calibrator fixed(const histogram_spec& spec, cudaStream_t stream,
+                          const device_allocator& alloc = {});
   /// Two-pass range: `bins` bins over [0, hi) (abs) or [-hi, hi) (signed, e.g. for mxnet with an
   /// odd `bins`) with hi = max(max_abs of all data, 2^-64); see add_range() and end_range_pass().
-  static calibrator two_pass(std::int32_t bins, cudaStream_t stream, layout kind = layout::abs);
+  static calibrator two_pass(std::int32_t bins, cudaStream_t stream, layout kind = layout::abs,
+                             const device_allocator& alloc = {});
   /// Streaming power-of-two range; `bins` must be a power of two (errc::bins_not_power_of_two).
-  static calibrator streaming(std::int32_t bins, cudaStream_t stream);
+  static calibrator streaming(std::int32_t bins, cudaStream_t stream,
+                              const device_allocator& alloc = {});
+  /// A calibrator that continues from a saved state, uploaded on `stream` (the host data is
+  /// copied before the call returns; `s` may be destroyed then). Throws the errc of validate(s).
+  static calibrator from_state(const calibrator_state& s, cudaStream_t stream,
+                               const device_allocator& alloc = {});
 
   calibrator(calibrator&& other) noexcept;
   calibrator& operator=(calibrator&& other) noexcept;
@@ -74,30 +102,42 @@ class calibrator {
   std::vector<std::uint64_t> counts(cudaStream_t stream) const;
   /// Copy of the statistics. Synchronizes `stream`.
   tensor_stats stats(cudaStream_t stream) const;
+  /// Copy of everything the calibrator knows (counts, statistics, range). Synchronizes `stream`.
+  calibrator_state state(cudaStream_t stream) const;
+
+  /// The owning stream (construction, frees), and the device the memory lives on.
+  cudaStream_t stream() const noexcept { return stream_; }
+  int device() const noexcept { return device_; }
+  /// Makes `stream` the owning stream: later scratch frees and the destructor use it. Order it
+  /// after the work on the old one yourself.
+  void set_stream(cudaStream_t stream) noexcept { stream_ = stream; }
 
   /// The current spec: for streaming the current hi = 2^e; for two-pass hi is meaningful only
   /// after end_range_pass().
-  const histogram_spec& spec() const noexcept { return spec_; }
-  range_policy policy() const noexcept { return policy_; }
+  const histogram_spec& spec() const noexcept { return range_.spec; }
+  range_policy policy() const noexcept { return range_.policy; }
   /// Device counts and statistics, for use with the core API on the same stream.
   const std::uint64_t* device_counts() const noexcept { return d_counts_; }
   const tensor_stats* device_stats() const noexcept { return d_stats_; }
 
  private:
-  calibrator(range_policy p, const histogram_spec& spec, cudaStream_t stream);
+  calibrator(const calibrator_state& s, cudaStream_t stream, const device_allocator& alloc);
   void release() noexcept;
+  void* allocate(std::size_t bytes, cudaStream_t stream);
   void* scratch(std::size_t bytes, cudaStream_t stream);
   void bin(const void* d_in, std::int64_t n, dtype t, cudaStream_t stream);
   void stats_into(tensor_stats* d_stats, const void* d_in, std::int64_t n, dtype t,
                   cudaStream_t stream);
-  void grow_to(int exp, cudaStream_t stream);
+  void fold(std::int32_t doublings, cudaStream_t stream);
 
-  range_policy policy_ = range_policy::fixed;
-  histogram_spec spec_{};
-  int exp_ = -64;            ///< streaming: hi = 2^exp_
-  bool range_done_ = false;  ///< two-pass: end_range_pass() was called
+  // The range part of the state (policy, spec, exponent, range_done), as calibrator_state
+  // fields with empty counts: the shared range policy reads and updates it.
+  calibrator_state range_;
+  int device_ = 0;
+  cudaStream_t stream_ = nullptr;
+  device_allocator alloc_{};
   std::uint64_t* d_counts_ = nullptr;
-  tensor_stats* d_stats_ = nullptr;
+  tensor_stats* d_stats_ = nullptr;        ///< one block: stats, batch stats, result
   tensor_stats* d_batch_stats_ = nullptr;  ///< streaming: statistics of the current batch
   search_result* d_result_ = nullptr;      ///< compute(): the device copy of the result
   void* d_scratch_ = nullptr;

@@ -1,6 +1,11 @@
 // Core GPU API for threshold search: many histograms, all candidates in parallel, one launch.
 #pragma once
 
+#include "klcal/config.hpp"
+#if !KLCAL_WITH_CUDA
+#error "klcal was built without CUDA (KLCAL_ENABLE_CUDA=OFF): the GPU API is not available; use klcal/cpu.hpp and klcal/cpu_calibrator.hpp"
+#endif
+
 #include <cstddef>
 #include <cstdint>
 

@@ -1,14 +1,33 @@
-// Shared device-side plumbing: status conversion and the KLCAL_TRY launch-check macro.
+// The one mapping from cudaError_t to klcal::status, and the launch-check macros (CUDA side only).
 #pragma once
 
-#include <cuda_runtime.h>
+#include <cuda_runtime_api.h>
+
+#include <string>
 
 #include "klcal/status.hpp"
 
 namespace klcal::detail {
 
+/// cudaSuccess -> ok; cudaErrorMemoryAllocation -> errc::out_of_memory; anything else ->
+/// errc::cuda_error. The cudaError_t value is kept in status::cuda in both failure cases.
 inline status from_cuda(cudaError_t e) noexcept {
-  return e == cudaSuccess ? status{} : status{errc::cuda_error, static_cast<int>(e)};
+  if (e == cudaSuccess) return status{};
+  return status{e == cudaErrorMemoryAllocation ? errc::out_of_memory : errc::cuda_error,
+                static_cast<int>(e)};
+}
+
+/// "cudaErrorInvalidValue: invalid argument" for messages of the owning layers.
+inline std::string cuda_error_text(int e) {
+  const auto c = static_cast<cudaError_t>(e);
+  return std::string(cudaGetErrorName(c)) + ": " + cudaGetErrorString(c);
+}
+
+/// A status as text, with the CUDA error's name and description when it carries one.
+inline std::string describe(status s) {
+  std::string out = to_string(s.code);
+  if (s.cuda != 0) out += " (" + cuda_error_text(s.cuda) + ")";
+  return out;
 }
 
 }  // namespace klcal::detail

@@ -33,6 +33,10 @@ inline constexpr int hist_max_sub_histograms = 4;
 /// bin" (and long runs of the ReLU zero spike) cost one atomic per thread, not per element.
 inline constexpr bool hist_register_run_cache = true;
 
+/// Shared memory of the opt-in limit kept free for the histogram kernel's static shared memory
+/// (the statistics reduction); the dynamic limit is raised once to the opt-in limit minus this.
+inline constexpr int hist_static_smem_reserve = 1024;
+
 /// Shared memory a block may use when the device does not report its opt-in limit.
 inline constexpr int hist_default_smem_bytes = 48 * 1024;
 
@@ -51,12 +55,6 @@ inline constexpr int fold_block_threads = 1024;
 /// The fused kernel uses the same block size: the prefix block scan's summation tree depends on
 /// it, and sharing it keeps the fused and multi-kernel paths bit-identical.
 inline constexpr int search_block_threads = 256;
-
-/// Entropy values with |KL| below this are reported as exactly 0, as the CPU backend does
-/// (src/cpu_policy.hpp, docs/numerics.md 2.1): KL is never negative, a lossless candidate has
-/// KL exactly 0 in the direct formula, and the fast forms leave rounding noise of either sign
-/// there that would otherwise decide the tie rule among such candidates.
-inline constexpr double search_kl_zero_snap = 1e-12;
 
 /// Largest bin count of the fused single-launch search (kernels/search.cu, docs/design.md): a
 /// launch group whose tasks all have at most this many bins and none uses the mxnet rule set
