@@ -16,6 +16,7 @@
 
 #include "gpu_fixture.hpp"
 #include "klcal/calibrator.hpp"
+#include "klcal/cpu_calibrator.hpp"
 #include "klcal/reference.hpp"
 
 namespace klcal::test {
@@ -327,6 +328,173 @@ TEST_F(gpu_calibrator, side_stream) {
     ASSERT_TRUE(ref.add(a.bytes.data(), a.type, a.n).ok());
     EXPECT_EQ(c.counts(st), ref.get().counts);
   }
+  CUDA_OK(cudaStreamDestroy(st));
+}
+
+// ---- one calibrator on both sides: the GPU calibrator equals klcal::cpu::calibrator ---------
+
+/// Feeds the same batches to a GPU and a CPU calibrator of the same policy and checks their
+/// states (counts, statistics, range) bit for bit and their search results.
+void expect_same_as_cpu(calibrator& g, cpu::calibrator& c, const std::vector<batch*>& bs) {
+  if (g.policy() == range_policy::two_pass) {
+    for (batch* b : bs) {
+      g.add_range(b->d, b->n, b->type, nullptr);
+      c.add_range(b->bytes.data(), b->n, b->type);
+    }
+    g.end_range_pass(nullptr);
+    c.end_range_pass();
+  }
+  for (batch* b : bs) {
+    g.add(b->d, b->n, b->type, nullptr);
+    c.add(b->bytes.data(), b->n, b->type);
+  }
+  ASSERT_TRUE(g.state(nullptr) == c.state());
+  std::vector<search_options> opts;
+  search_options o;
+  if (g.spec().kind == layout::abs) {
+    opts.push_back(search_options::tensorrt());
+    o.meth = method::mse;
+    opts.push_back(o);
+  } else if (g.spec().bins % 2 == 1 && g.spec().lo == -g.spec().hi) {
+    opts.push_back(search_options::mxnet());
+  }
+  o.meth = method::percentile;
+  o.percentile = 99.9;
+  opts.push_back(o);
+  o.meth = method::max;
+  opts.push_back(o);
+  for (const search_options& q : opts) {
+    SCOPED_TRACE(static_cast<int>(q.meth));
+    const search_result rg = g.compute(q, nullptr);
+    const search_result rc = c.compute(q);
+    EXPECT_EQ(rg.index, rc.index);
+    EXPECT_EQ(rg.amax, rc.amax);
+    EXPECT_EQ(bits(rg.scale), bits(rc.scale));
+    EXPECT_EQ(rg.degenerate, rc.degenerate);
+    EXPECT_NEAR(rg.score, rc.score, 1e-9 + 1e-9 * std::fabs(rc.score));
+  }
+}
+
+TEST_F(gpu_calibrator, equals_cpu_calibrator_for_every_policy) {
+  batch a(values(30000, 2.0f, 101, dtype::f32), dtype::f32);
+  batch b(values(20000, 300.0f, 102, dtype::bf16), dtype::bf16);
+  batch c(values(10000, 0.01f, 103, dtype::f32), dtype::f32);
+  const std::vector<batch*> all = {&a, &b, &c};
+  {
+    SCOPED_TRACE("fixed abs");
+    histogram_spec spec;
+    spec.bins = 2048;
+    spec.hi = 50.0f;
+    calibrator g = calibrator::fixed(spec, nullptr);
+    cpu::calibrator h = cpu::calibrator::fixed(spec);
+    expect_same_as_cpu(g, h, all);
+  }
+  {
+    SCOPED_TRACE("fixed signed");
+    histogram_spec spec;
+    spec.kind = layout::signed_;
+    spec.bins = 1001;
+    spec.lo = -7.0f;
+    spec.hi = 9.0f;
+    calibrator g = calibrator::fixed(spec, nullptr);
+    cpu::calibrator h = cpu::calibrator::fixed(spec);
+    expect_same_as_cpu(g, h, all);
+  }
+  {
+    SCOPED_TRACE("two-pass abs");
+    calibrator g = calibrator::two_pass(2048, nullptr);
+    cpu::calibrator h = cpu::calibrator::two_pass(2048);
+    expect_same_as_cpu(g, h, all);
+  }
+  {
+    SCOPED_TRACE("two-pass signed (mxnet)");
+    calibrator g = calibrator::two_pass(8001, nullptr, layout::signed_);
+    cpu::calibrator h = cpu::calibrator::two_pass(8001, layout::signed_);
+    expect_same_as_cpu(g, h, all);
+  }
+  {
+    SCOPED_TRACE("streaming");
+    calibrator g = calibrator::streaming(1024, nullptr);
+    cpu::calibrator h = cpu::calibrator::streaming(1024);
+    expect_same_as_cpu(g, h, {&c, &a, &b});
+  }
+}
+
+TEST_F(gpu_calibrator, state_round_trip_and_merge_match_cpu) {
+  batch a(values(8000, 0.5f, 111, dtype::f32), dtype::f32);
+  batch b(values(8000, 4000.0f, 112, dtype::f32), dtype::f32);
+  calibrator ga = calibrator::streaming(512, nullptr);
+  ga.add(a.d, a.n, a.type, nullptr);
+  // A state made on the host continues on the device, and the other way round.
+  cpu::calibrator hb = cpu::calibrator::streaming(512);
+  hb.add(b.bytes.data(), b.n, b.type);
+  calibrator gb = calibrator::from_state(hb.state(), nullptr);
+  ASSERT_TRUE(gb.state(nullptr) == hb.state());
+  ga.merge(gb, nullptr);
+  cpu::calibrator ha = cpu::calibrator::from_state(ga.state(nullptr));
+  cpu::calibrator one = cpu::calibrator::streaming(512);
+  one.add(a.bytes.data(), a.n, a.type);
+  one.add(b.bytes.data(), b.n, b.type);
+  EXPECT_TRUE(ha.state() == one.state());
+  // from_state refuses an invalid state with its code.
+  calibrator_state bad = one.state();
+  bad.counts.pop_back();
+  try {
+    (void)calibrator::from_state(bad, nullptr);
+    ADD_FAILURE() << "from_state accepted a state with too few counts";
+  } catch (const error& e) {
+    EXPECT_EQ(e.code().code, errc::invalid_option);
+  }
+}
+
+/// A device_allocator that records every allocation and frees with cudaFree after a sync.
+struct recording_allocator {
+  std::vector<std::pair<void*, std::size_t>> live;
+  int allocations = 0;
+  int frees = 0;
+  static void* allocate(std::size_t bytes, cudaStream_t, void* ctx) {
+    auto* self = static_cast<recording_allocator*>(ctx);
+    void* p = nullptr;
+    if (cudaMalloc(&p, bytes) != cudaSuccess) return nullptr;
+    self->live.emplace_back(p, bytes);
+    ++self->allocations;
+    return p;
+  }
+  static void deallocate(void* p, std::size_t bytes, cudaStream_t stream, void* ctx) {
+    auto* self = static_cast<recording_allocator*>(ctx);
+    (void)cudaStreamSynchronize(stream);
+    auto it = std::find(self->live.begin(), self->live.end(), std::make_pair(p, bytes));
+    if (it != self->live.end()) self->live.erase(it);
+    (void)cudaFree(p);
+    ++self->frees;
+  }
+};
+
+TEST_F(gpu_calibrator, uses_the_given_allocator_and_records_device_and_stream) {
+  recording_allocator rec;
+  device_allocator alloc;
+  alloc.allocate = &recording_allocator::allocate;
+  alloc.deallocate = &recording_allocator::deallocate;
+  alloc.context = &rec;
+  cudaStream_t st = nullptr;
+  CUDA_OK(cudaStreamCreate(&st));
+  batch a(values(50000, 3.0f, 121, dtype::f32), dtype::f32);
+  {
+    calibrator c = calibrator::streaming(2048, st, alloc);
+    int dev = -1;
+    CUDA_OK(cudaGetDevice(&dev));
+    EXPECT_EQ(c.device(), dev);
+    EXPECT_EQ(c.stream(), st);
+    c.add(a.d, a.n, a.type, st);
+    (void)c.compute(search_options::tensorrt(), st);
+    EXPECT_GE(rec.allocations, 3);  // counts, statistics, scratch
+    EXPECT_EQ(rec.frees, rec.allocations - static_cast<int>(rec.live.size()));
+    calibrator moved = std::move(c);  // ownership moves, nothing freed twice
+    (void)moved.counts(st);
+  }
+  // Every allocation was returned, each exactly once, with its size.
+  EXPECT_TRUE(rec.live.empty());
+  EXPECT_EQ(rec.frees, rec.allocations);
   CUDA_OK(cudaStreamDestroy(st));
 }
 
