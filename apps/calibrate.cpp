@@ -1,10 +1,8 @@
-// `klcal calibrate`: streams tensors through a backend, searches thresholds, writes
-// table/cache/JSON/CSV.
+// `klcal calibrate`: streams tensors through a backend, searches thresholds, writes the outputs.
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -14,6 +12,7 @@
 
 #include "args.hpp"
 #include "cli.hpp"
+#include "report.hpp"
 
 namespace klcal::cli {
 namespace {
@@ -48,60 +47,6 @@ bool is_pow2(std::int64_t v) {
   return v > 0 && (v & (v - 1)) == 0;
 }
 
-std::string range_name(bool streaming) {
-  return streaming ? "streaming" : "two-pass";
-}
-
-// Progress on stderr, only for a terminal: bytes done, rate, ETA; at most 10 updates a second.
-class progress_bar {
- public:
-  progress_bar(bool enabled, std::uint64_t total) : on_(enabled && total > 0), total_(total) {
-    t0_ = last_ = clock::now();
-  }
-  ~progress_bar() { finish(); }
-  void add(std::uint64_t bytes, const std::string& label) {
-    done_ += bytes;
-    if (!on_) return;
-    auto now = clock::now();
-    if (now - last_ < std::chrono::milliseconds(100) && done_ < total_) return;
-    last_ = now;
-    double s = std::chrono::duration<double>(now - t0_).count();
-    double rate = s > 0 ? done_ / s : 0;
-    double eta = rate > 0 ? (total_ - std::min(done_, total_)) / rate : 0;
-    char buf[256];
-    std::snprintf(buf, sizeof buf, "\r%-24.24s %5.1f%%  %8.1f / %.1f MiB  %7.1f MiB/s  ETA %4.0fs ",
-                  label.c_str(), 100.0 * done_ / total_, done_ / 1048576.0, total_ / 1048576.0,
-                  rate / 1048576.0, eta);
-    std::cerr << buf << std::flush;
-    shown_ = true;
-  }
-  void finish() {
-    if (on_ && shown_) std::cerr << "\r" << std::string(100, ' ') << "\r" << std::flush;
-    shown_ = false;
-  }
-
- private:
-  using clock = std::chrono::steady_clock;
-  bool on_;
-  bool shown_ = false;
-  std::uint64_t total_, done_ = 0;
-  clock::time_point t0_, last_;
-};
-
-struct tensor_result {
-  std::string name;
-  std::vector<std::string> sources;
-  tensor_stats stats{};
-  std::int64_t elements = 0;
-  histogram_spec spec{};
-  std::vector<std::uint64_t> counts;  // kept only for --curves
-  std::vector<search_options> opts;
-  std::vector<search_result> results;
-  std::vector<std::vector<double>> curves;
-  std::string hist_file;
-  std::vector<std::string> curve_files;
-};
-
 void merge_stats(tensor_stats& a, const tensor_stats& b) {
   a.finite_count += b.finite_count;
   a.nan_count += b.nan_count;
@@ -121,21 +66,6 @@ std::string sanitize(const std::string& n) {
   return s.empty() || s[0] == '.' ? "_" + s : s;
 }
 
-std::string csv_field(const std::string& s) {
-  if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
-  std::string o = "\"";
-  for (char c : s) o += c == '"' ? std::string("\"\"") : std::string(1, c);
-  return o + "\"";
-}
-
-std::string g17(double v) {
-  if (std::isnan(v)) return "nan";
-  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
-  char b[40];
-  std::snprintf(b, sizeof b, "%.17g", v);
-  return b;
-}
-
 // Threshold of curve candidate k (docs/numerics.md 5.2), fp64.
 double candidate_threshold(const histogram_spec& spec, const search_options& o, std::int64_t k) {
   double w = double(spec.hi - spec.lo) / spec.bins;
@@ -145,144 +75,6 @@ double candidate_threshold(const histogram_spec& spec, const search_options& o, 
   }
   std::int64_t i = o.start_bin + k * o.stride;
   return o.meth == method::mse ? (double(i) + 0.5) * w : double(i) * w;
-}
-
-std::string params_json(const calibrate_settings& s, const search_options& o) {
-  std::ostringstream j;
-  j << "{\"rules\": " << formats::json_string(rules_name(o.rules)) << ", \"bins\": " << s.bins
-    << ", \"range\": " << formats::json_string(range_name(s.streaming)) << ", \"bits\": " << o.bits
-    << ", \"unsigned\": " << (o.is_unsigned ? "true" : "false");
-  if (o.meth == method::entropy && o.rules == rule_set::tensorrt) {
-    j << ", \"start_bin\": " << o.start_bin << ", \"stride\": " << o.stride
-      << ", \"zero_bin\": \"copy_next\"";
-  } else if (o.meth == method::mse) {
-    j << ", \"start_bin\": " << o.start_bin << ", \"stride\": " << o.stride;
-  } else if (o.meth == method::percentile) {
-    j << ", \"percentile\": " << formats::json_number(o.percentile);
-  }
-  j << "}";
-  return j.str();
-}
-
-std::string result_json(const search_result& r) {
-  std::ostringstream j;
-  j << "\"amax\": " << formats::json_number(r.amax)
-    << ", \"scale\": " << formats::json_number(r.scale)
-    << ", \"scale_hex\": " << formats::json_string(formats::scale_hex(r.scale))
-    << ", \"zero_point\": 0"
-    << ", \"index\": " << r.index << ", \"score\": " << formats::json_number(r.score)
-    << ", \"clipped_fraction\": " << formats::json_number(r.clipped_fraction)
-    << ", \"degenerate\": " << (r.degenerate ? "true" : "false");
-  return j.str();
-}
-
-std::string write_json(const calibrate_settings& s, const std::string& device,
-                       const std::vector<tensor_result>& out) {
-  std::ostringstream j;
-  j << "{\n  \"format\": \"klcal-calibration 1\",\n  \"settings\": {\"methods\": [";
-  for (std::size_t k = 0; k < s.methods.size(); ++k) {
-    j << (k ? ", " : "") << formats::json_string(method_name(s.methods[k]));
-  }
-  j << "], \"rules\": " << formats::json_string(rules_name(s.rules)) << ", \"bins\": " << s.bins
-    << ", \"range\": " << formats::json_string(range_name(s.streaming))
-    << ", \"device\": " << formats::json_string(device) << "},\n  \"tensors\": {";
-  bool first = true;
-  for (const auto& t : out) {
-    j << (first ? "\n" : ",\n") << "    " << formats::json_string(t.name) << ": {\n      ";
-    first = false;
-    j << result_json(t.results[0])
-      << ",\n      \"method\": " << formats::json_string(method_name(t.opts[0].meth))
-      << ", \"params\": " << params_json(s, t.opts[0]) << ",\n";
-    j << "      \"histogram\": {\"layout\": "
-      << formats::json_string(t.spec.kind == layout::abs ? "abs" : "signed")
-      << ", \"bins\": " << t.spec.bins << ", \"lo\": " << formats::json_number(t.spec.lo)
-      << ", \"hi\": " << formats::json_number(t.spec.hi);
-    if (!t.hist_file.empty()) j << ", \"file\": " << formats::json_string(t.hist_file);
-    j << "},\n      \"stats\": {\"elements\": " << t.elements
-      << ", \"finite\": " << t.stats.finite_count << ", \"nan\": " << t.stats.nan_count
-      << ", \"inf\": " << t.stats.inf_count << ", \"min\": " << formats::json_number(t.stats.min)
-      << ", \"max\": " << formats::json_number(t.stats.max)
-      << ", \"max_abs\": " << formats::json_number(t.stats.max_abs) << "},\n";
-    j << "      \"sources\": [";
-    for (std::size_t k = 0; k < t.sources.size(); ++k) {
-      j << (k ? ", " : "") << formats::json_string(t.sources[k]);
-    }
-    j << "],\n      \"methods\": {";
-    for (std::size_t k = 0; k < t.opts.size(); ++k) {
-      j << (k ? ",\n" : "\n") << "        " << formats::json_string(method_name(t.opts[k].meth))
-        << ": {" << result_json(t.results[k]) << ", \"params\": " << params_json(s, t.opts[k]);
-      if (!t.curve_files.empty() && !t.curve_files[k].empty()) {
-        j << ", \"curve_file\": " << formats::json_string(t.curve_files[k]);
-      }
-      j << "}";
-    }
-    j << "\n      }\n    }";
-  }
-  j << "\n  }\n}\n";
-  return j.str();
-}
-
-std::string write_csv(const std::vector<tensor_result>& out) {
-  std::ostringstream c;
-  c << "tensor,method,elements,finite,nan,inf,min,max,max_abs,amax,scale,scale_hex,index,score,"
-       "clipped_fraction,degenerate\n";
-  for (const auto& t : out) {
-    for (std::size_t k = 0; k < t.opts.size(); ++k) {
-      const auto& r = t.results[k];
-      c << csv_field(t.name) << "," << method_name(t.opts[k].meth) << "," << t.elements << ","
-        << t.stats.finite_count << "," << t.stats.nan_count << "," << t.stats.inf_count << ","
-        << g17(t.stats.min) << "," << g17(t.stats.max) << "," << g17(t.stats.max_abs) << ","
-        << g17(r.amax) << "," << g17(r.scale) << "," << formats::scale_hex(r.scale) << ","
-        << r.index << "," << g17(r.score) << "," << g17(r.clipped_fraction) << ","
-        << (r.degenerate ? 1 : 0) << "\n";
-    }
-  }
-  return c.str();
-}
-
-void print_results(const calibrate_settings& s, const std::vector<tensor_result>& out) {
-  std::vector<std::vector<std::string>> rows;
-  std::vector<std::string> head = {"tensor", "elements", "min", "max"};
-  bool multi = s.methods.size() > 1;
-  // max and percentile have no score; in a comparison their score column is left out.
-  auto has_score = [&](method m) { return !multi || m == method::entropy || m == method::mse; };
-  for (auto m : s.methods) {
-    std::string p = multi ? std::string(method_name(m)) + " " : "";
-    for (const char* c : {"amax", "scale", "clip%"}) head.push_back(p + c);
-    if (has_score(m)) head.push_back(p + "score");
-  }
-  head.push_back("nan");
-  head.push_back("inf");
-  rows.push_back(head);
-  for (const auto& t : out) {
-    std::vector<std::string> r = {t.name, std::to_string(t.elements),
-                                  t.stats.finite_count ? fmt_g(t.stats.min) : "-",
-                                  t.stats.finite_count ? fmt_g(t.stats.max) : "-"};
-    for (std::size_t k = 0; k < t.opts.size(); ++k) {
-      const auto& res = t.results[k];
-      r.push_back(fmt_g(res.amax));
-      r.push_back(formats::scale_hex(res.scale));
-      char clip[32];
-      std::snprintf(clip, sizeof clip, "%.4f", 100.0 * res.clipped_fraction);
-      r.push_back(clip);
-      bool scored = t.opts[k].meth == method::entropy || t.opts[k].meth == method::mse;
-      if (has_score(t.opts[k].meth)) {
-        r.push_back(scored ? fmt_g(res.score, 4) + (res.degenerate ? "*" : "")
-                           : (res.degenerate ? "*" : "-"));
-      } else if (res.degenerate) {
-        r.back() += "*";
-      }
-    }
-    r.push_back(std::to_string(t.stats.nan_count));
-    r.push_back(std::to_string(t.stats.inf_count));
-    rows.push_back(r);
-  }
-  print_table(rows, std::cout);
-  bool any_deg = false;
-  for (const auto& t : out) {
-    for (const auto& r : t.results) any_deg = any_deg || r.degenerate;
-  }
-  if (any_deg) std::cout << "* degenerate result (empty, all-zero, or every candidate infinite)\n";
 }
 
 /// The search options of method m under the run's settings (rules apply to entropy only).
@@ -386,23 +178,6 @@ void check_output(const std::string& path, bool force, const std::string& opt) {
 }
 
 }  // namespace
-
-void print_table(const std::vector<std::vector<std::string>>& rows, std::ostream& os) {
-  std::vector<std::size_t> w;
-  for (const auto& r : rows) {
-    if (w.size() < r.size()) w.resize(r.size(), 0);
-    for (std::size_t i = 0; i < r.size(); ++i) w[i] = std::max(w[i], r[i].size());
-  }
-  for (const auto& r : rows) {
-    std::string line;
-    for (std::size_t i = 0; i < r.size(); ++i) {
-      std::string pad(w[i] - r[i].size(), ' ');
-      line += i == 0 ? r[i] + pad : "  " + pad + r[i];
-    }
-    while (!line.empty() && line.back() == ' ') line.pop_back();
-    os << line << "\n";
-  }
-}
 
 int calibrate(calibrate_settings s) {
   validate_settings(s);

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the .npy/.npz libFuzzer targets with clang (ASan + UBSan) and runs each for N seconds.
+# Builds the .npy/.npz/state-file libFuzzer targets with clang (ASan + UBSan), runs each N seconds.
 # Usage: scripts/fuzz.sh [SECONDS]   (default 30; .ci/run calls it). Needs clang with libFuzzer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,17 +18,17 @@ if ! { cmake -S . -B "$build" -DCMAKE_CXX_COMPILER="$cxx" -DCMAKE_BUILD_TYPE=Rel
          -DKLCAL_ENABLE_CUDA=OFF -DKLCAL_BUILD_FUZZERS=ON -DKLCAL_BUILD_TESTS=OFF \
          -DKLCAL_BUILD_BENCH=OFF -DKLCAL_BUILD_APPS=OFF \
          -DCMAKE_CXX_FLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all" &&
-       cmake --build "$build" -j2 --target npy_fuzz npz_fuzz; } >"$build/cmake.log" 2>&1; then
+       cmake --build "$build" -j2 --target npy_fuzz npz_fuzz state_fuzz; } >"$build/cmake.log" 2>&1; then
   echo "fuzz.sh: building the fuzzers failed; last lines of $build/cmake.log:" >&2
   tail -n 30 "$build/cmake.log" >&2
   exit 1
 fi
 
-# Seed corpus: small valid files of every supported flavour (written by NumPy when available,
-# otherwise by the python zipfile/struct modules only).
+# Seed corpus: small valid files of every supported flavour, written by the python zipfile,
+# struct and zlib modules only (state files: layout of docs/formats.md, "klcal state file").
 corpus="$build/corpus"
 rm -rf "$corpus"
-mkdir -p "$corpus/npy" "$corpus/npz"
+mkdir -p "$corpus/npy" "$corpus/npz" "$corpus/state"
 python3 - "$corpus" <<'PY'
 import io, os, struct, sys, zipfile
 out = sys.argv[1]
@@ -61,12 +61,37 @@ with zipfile.ZipFile(b, "w", zipfile.ZIP_DEFLATED) as z:
     with z.open("z.npy", "w", force_zip64=True) as f:  # what numpy.savez writes
         f.write(seeds["f8"])
 open(os.path.join(out, "npz", "zip64"), "wb").write(b.getvalue())
+
+import zlib
+def state_file(records):
+    body = b"KLCALST\0" + struct.pack("<III", 1, 0, len(records)) + b"".join(records)
+    return body + struct.pack("<I", zlib.crc32(body))
+def record(name, policy, layout, done, lo, hi, exponent, stats, counts):
+    n = name.encode()
+    return (struct.pack("<I", len(n)) + n + struct.pack("<BBBi", policy, layout, done, len(counts))
+            + struct.pack("<ffi", lo, hi, exponent) + struct.pack("<QQQfff", *stats)
+            + struct.pack("<%dQ" % len(counts), *counts))
+inf = float("inf")
+empty = (0, 0, 0, 0.0, inf, -inf)
+seeds = {
+    "empty": state_file([]),
+    "fixed": state_file([record("conv1", 0, 0, 1, 0.0, 3.5, -64, (9, 1, 2, 3.0, -3.0, 2.0),
+                                [1, 0, 5, 3])]),
+    "mixed": state_file([
+        record("a/signed", 0, 1, 1, -2.0, 2.0, -64, (3, 0, 0, 1.5, -1.5, 0.5), [1, 1, 1]),
+        record("b/before", 1, 1, 0, -2.0 ** -64, 2.0 ** -64, -64, empty, [0] * 5),
+        record("c/after", 1, 0, 1, 0.0, 0.75, -64, (4, 0, 1, 0.75, 0.0, 0.75), [2, 0, 2]),
+        record("d/stream", 2, 0, 1, 0.0, 2.0 ** 3, 3, (7, 0, 0, 7.5, -7.5, 7.5), [0, 1, 2, 4]),
+    ]),
+}
+for k, v in seeds.items():
+    open(os.path.join(out, "state", k), "wb").write(v)
 PY
 
-for t in npy npz; do
+for t in npy npz state; do
   echo "== ${t}_fuzz for ${secs}s"
   mkdir -p "$build/work-$t"
   "$fuzz_bin/${t}_fuzz" -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2048 \
     -print_final_stats=1 "$build/work-$t" "$corpus/$t" 2>&1 | tail -n 12
 done
-echo "fuzz.sh: both fuzzers ran ${secs}s without a crash"
+echo "fuzz.sh: the three fuzzers ran ${secs}s each without a crash"

@@ -1,4 +1,4 @@
-// .npy streaming reader and writer, plus the file/memory byte sources the readers build on.
+// .npy streaming reader and serializer, plus the file/memory byte sources the readers build on.
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -553,16 +553,6 @@ std::string npy_bytes(const void* data, npy_dtype stored, const std::vector<std:
   std::size_t isz = stored == npy_dtype::f2 ? 2 : stored == npy_dtype::f8 ? 8 : 4;
   out.append(static_cast<const char*>(data), static_cast<std::size_t>(count) * isz);
   return out;
-}
-
-void write_file(const std::string& path, const std::string& bytes) {
-  std::FILE* f = std::fopen(path.c_str(), "wb");
-  if (!f) fail_io(path, std::string("cannot create: ") + std::strerror(errno));
-  std::size_t w = std::fwrite(bytes.data(), 1, bytes.size(), f);
-  int e = errno;
-  if (std::fclose(f) != 0 || w != bytes.size()) {
-    fail_io(path, std::string("write failed: ") + std::strerror(e));
-  }
 }
 
 }  // namespace klcal::formats

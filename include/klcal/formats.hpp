@@ -183,6 +183,15 @@ std::string npy_bytes(const void* data, npy_dtype stored, const std::vector<std:
 /// Writes bytes to a file (errc::io_error naming `path` on failure).
 void write_file(const std::string& path, const std::string& bytes);
 
+/// Replaces `path` with `bytes` atomically: the bytes go to a new temporary file in the same
+/// directory ("<path>.tmp.<pid>.<n>", created exclusively with mode 0666 & ~umask), which is
+/// flushed with fsync and then renamed over `path`; the directory is then fsync'ed (best
+/// effort). Readers see either the old file or the complete new one, never a half-written file.
+/// On any failure the temporary is removed, `path` is left as it was, and errc::io_error names
+/// `path` and the failing step. Preconditions: the directory of `path` exists and is writable.
+/// A symbolic link at `path` is replaced by a regular file (the link's target is not written).
+void write_file_atomic(const std::string& path, const std::string& bytes);
+
 /// One member to put into an .npz archive.
 struct npz_entry {
   std::string file_name;  ///< e.g. "conv1.npy"
