@@ -77,13 +77,6 @@ std::string hex32(std::uint32_t v) {
   return b;
 }
 
-// A float with its bit pattern: "0.5 (0x3f000000)".
-std::string show(float f) {
-  char b[64];
-  std::snprintf(b, sizeof b, "%.9g (0x%08x)", static_cast<double>(f),
-                static_cast<unsigned>(bits_of(f)));
-  return b;
-}
 
 // A tensor name in quotes, control bytes escaped so that a hostile name cannot garble a terminal.
 std::string quoted(const std::string& s) {
@@ -115,93 +108,6 @@ std::string invalid_name(const std::string& name) {
   return {};
 }
 
-// Why a state breaks the invariants of calibrator_state (state.hpp), naming the field; "" when
-// it holds. The file's own check, deliberately independent of klcal::validate(state).
-std::string invalid_state(const calibrator_state& s) {
-  const auto policy = static_cast<unsigned>(s.policy);
-  const auto kind = static_cast<unsigned>(s.spec.kind);
-  if (policy > 2) {
-    return "policy " + std::to_string(policy) + " is not 0 (fixed), 1 (two_pass) or 2 (streaming)";
-  }
-  if (kind > 1) return "layout " + std::to_string(kind) + " is not 0 (abs) or 1 (signed)";
-  const histogram_spec& sp = s.spec;
-  if (sp.bins < 2 || sp.bins > max_bins) {
-    return "bins " + std::to_string(sp.bins) + " outside 2.." + std::to_string(max_bins);
-  }
-  if (s.counts.size() != static_cast<std::size_t>(sp.bins)) {
-    return "counts has " + std::to_string(s.counts.size()) + " entries, bins is " +
-           std::to_string(sp.bins);
-  }
-  if (!std::isfinite(sp.lo)) return "lo " + show(sp.lo) + " is not finite";
-  if (!std::isfinite(sp.hi)) return "hi " + show(sp.hi) + " is not finite";
-  if (!(sp.hi > sp.lo)) return "hi " + show(sp.hi) + " is not greater than lo " + show(sp.lo);
-  if (sp.kind == layout::abs && sp.lo != 0.0f) {
-    return "lo " + show(sp.lo) + " is not 0 (abs layout)";
-  }
-  if (status st = validate(sp); !st.ok()) {
-    return "range [" + show(sp.lo) + ", " + show(sp.hi) + ") with " + std::to_string(sp.bins) +
-           " bins: " + to_string(st);
-  }
-  switch (s.policy) {
-    case range_policy::fixed:
-      if (s.exponent != streaming_min_exponent) {
-        return "exponent " + std::to_string(s.exponent) + " is not " +
-               std::to_string(streaming_min_exponent) + " (a fixed state stores " +
-               std::to_string(streaming_min_exponent) + ")";
-      }
-      if (!s.range_done) return "range_done is 0 (only a two_pass state can be before its range)";
-      break;
-    case range_policy::two_pass: {
-      if (sp.kind == layout::signed_ && bits_of(sp.lo) != (bits_of(sp.hi) ^ 0x80000000u)) {
-        return "lo " + show(sp.lo) + " is not -hi (two_pass signed range is [-hi, hi))";
-      }
-      if (!s.range_done) {
-        const float placeholder = std::ldexp(1.0f, streaming_min_exponent);
-        if (bits_of(sp.hi) != bits_of(placeholder)) {
-          return "hi " + show(sp.hi) + " before the range pass is not the placeholder 2^" +
-                 std::to_string(streaming_min_exponent);
-        }
-        for (std::size_t j = 0; j < s.counts.size(); ++j) {
-          if (s.counts[j] != 0) {
-            return "counts[" + std::to_string(j) + "] = " + std::to_string(s.counts[j]) +
-                   " before the range pass (must be 0)";
-          }
-        }
-      }
-      break;
-    }
-    case range_policy::streaming:
-      if (sp.kind != layout::abs) return "layout signed: a streaming state uses the abs layout";
-      if ((sp.bins & (sp.bins - 1)) != 0) {
-        return "bins " + std::to_string(sp.bins) + " is not a power of two (streaming)";
-      }
-      if (s.exponent < streaming_min_exponent || s.exponent > streaming_max_exponent) {
-        return "exponent " + std::to_string(s.exponent) + " outside " +
-               std::to_string(streaming_min_exponent) + ".." +
-               std::to_string(streaming_max_exponent);
-      }
-      if (bits_of(sp.hi) != bits_of(std::ldexp(1.0f, s.exponent))) {
-        return "hi " + show(sp.hi) + " is not 2^exponent = 2^" + std::to_string(s.exponent);
-      }
-      if (!s.range_done) return "range_done is 0 (only a two_pass state can be before its range)";
-      break;
-  }
-  const tensor_stats& t = s.stats;
-  if (std::isnan(t.max_abs)) return "stats.max_abs is NaN";
-  if (std::isnan(t.min)) return "stats.min is NaN";
-  if (std::isnan(t.max)) return "stats.max is NaN";
-  if (t.max_abs < 0.0f) return "stats.max_abs " + show(t.max_abs) + " is negative";
-  if (t.finite_count == 0) {
-    if (t.max_abs != 0.0f) return "stats.max_abs " + show(t.max_abs) + " with finite_count 0";
-    if (t.min != std::numeric_limits<float>::infinity()) {
-      return "stats.min " + show(t.min) + " with finite_count 0 (must be +inf)";
-    }
-    if (t.max != -std::numeric_limits<float>::infinity()) {
-      return "stats.max " + show(t.max) + " with finite_count 0 (must be -inf)";
-    }
-  }
-  return {};
-}
 
 // Bounds-checked little-endian reads from the body of a file (everything before the CRC).
 class body_reader {
@@ -252,7 +158,7 @@ std::string encode_states(const std::vector<named_state>& tensors, const std::st
     if (std::string why = invalid_name(t.name); !why.empty()) {
       fail(errc::invalid_option, name, tensor_label(i, t.name) + ": " + why);
     }
-    if (std::string why = invalid_state(t.state); !why.empty()) {
+    if (std::string why = describe_invalid(t.state); !why.empty()) {
       fail(errc::invalid_option, name, tensor_label(i, t.name) + ": " + why);
     }
     auto [it, fresh] = seen.emplace(t.name, i);
@@ -409,7 +315,7 @@ std::vector<named_state> decode_states(const void* data, std::size_t n, const st
            tensor_label(i, t.name) + ": range_done " + std::to_string(range_done_raw[i]) +
                " is not 0 or 1");
     }
-    if (std::string why = invalid_state(t.state); !why.empty()) {
+    if (std::string why = describe_invalid(t.state); !why.empty()) {
       fail(errc::format_error, name, tensor_label(i, t.name) + ": " + why);
     }
     auto [it, fresh] = seen.emplace(t.name, i);

@@ -2,7 +2,9 @@
 #include "klcal/state.hpp"
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <utility>
 
@@ -22,60 +24,121 @@ bool same_bits(float a, float b) noexcept {
   return std::memcmp(&a, &b, sizeof a) == 0;
 }
 
-/// The first broken invariant of `s` (calibrator_state's comment), or ok.
+/// A float with its bit pattern for messages: "0.5 (0x3f000000)".
+std::string show(float f) {
+  std::uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  char b[64];
+  std::snprintf(b, sizeof b, "%.9g (0x%08x)", static_cast<double>(f), static_cast<unsigned>(u));
+  return b;
+}
+
+/// The first broken invariant of `s` (calibrator_state's comment) with its code, or ok; the
+/// reason, naming the field and its value, goes to *why.
 status check_state(const calibrator_state& s, std::string* why) {
-  auto bad = [&](status st, std::string reason) {
-    if (why != nullptr) *why = std::move(reason);
+  auto bad = [&](status st, const std::string& reason) {
+    if (why != nullptr) *why = reason;
     return st;
   };
-  const histogram_spec& sp = s.spec;
-  if (s.policy != range_policy::fixed && s.policy != range_policy::two_pass &&
-      s.policy != range_policy::streaming)
+  const auto policy = static_cast<unsigned>(s.policy);
+  const auto kind = static_cast<unsigned>(s.spec.kind);
+  if (policy > 2) {
+    return bad(errc::invalid_option, "policy " + std::to_string(policy) +
+                                         " is not 0 (fixed), 1 (two_pass) or 2 (streaming)");
+  }
+  if (kind > 1) {
     return bad(errc::invalid_option,
-               "policy " + std::to_string(static_cast<int>(s.policy)) + " is not a range_policy");
-  if (status st = validate(sp); !st.ok()) return bad(st, "invalid spec");
-  if (s.counts.size() != static_cast<std::size_t>(sp.bins))
+               "layout " + std::to_string(kind) + " is not 0 (abs) or 1 (signed)");
+  }
+  const histogram_spec& sp = s.spec;
+  if (status st = validate(sp); !st.ok()) {
+    std::string r;
+    if (sp.bins < 2 || sp.bins > max_bins)
+      r = "bins " + std::to_string(sp.bins) + " outside 2.." + std::to_string(max_bins);
+    else if (!std::isfinite(sp.lo))
+      r = "lo " + show(sp.lo) + " is not finite";
+    else if (!std::isfinite(sp.hi))
+      r = "hi " + show(sp.hi) + " is not finite";
+    else if (!(sp.hi > sp.lo))
+      r = "hi " + show(sp.hi) + " is not greater than lo " + show(sp.lo);
+    else if (sp.kind == layout::abs && sp.lo != 0.0f)
+      r = "lo " + show(sp.lo) + " is not 0 (abs layout)";
+    else
+      r = "range [" + show(sp.lo) + ", " + show(sp.hi) + ") with " + std::to_string(sp.bins) +
+          " bins: " + to_string(st);
+    return bad(st, r);
+  }
+  if (s.counts.size() != static_cast<std::size_t>(sp.bins)) {
     return bad(errc::invalid_option, "counts has " + std::to_string(s.counts.size()) +
-                                         " entries for " + std::to_string(sp.bins) + " bins");
+                                         " entries, bins is " + std::to_string(sp.bins));
+  }
+  const std::string not_done = "range_done is 0 (only a two_pass state can be before its range)";
   switch (s.policy) {
     case range_policy::fixed:
-      if (!s.range_done) return bad(errc::invalid_option, "a fixed state has range_done false");
-      if (s.exponent != streaming_min_exponent)
-        return bad(errc::invalid_option, "a fixed state has an exponent");
-      break;
-    case range_policy::two_pass: {
-      if (s.exponent != streaming_min_exponent)
-        return bad(errc::invalid_option, "a two-pass state has an exponent");
-      const float lo = sp.kind == layout::signed_ ? -sp.hi : 0.0f;
-      if (!same_bits(sp.lo, lo))
-        return bad(errc::invalid_option, "a two-pass range must be [0, hi) or [-hi, hi)");
+    case range_policy::two_pass:
+      if (s.exponent != streaming_min_exponent) {
+        return bad(errc::invalid_option, "exponent " + std::to_string(s.exponent) + " is not " +
+                                             std::to_string(streaming_min_exponent) +
+                                             " (only a streaming state has an exponent)");
+      }
+      if (s.policy == range_policy::fixed) {
+        if (!s.range_done) return bad(errc::invalid_option, not_done);
+        break;
+      }
+      if (sp.kind == layout::signed_ && !same_bits(sp.lo, -sp.hi))
+        return bad(errc::invalid_option,
+                   "lo " + show(sp.lo) + " is not -hi (two_pass signed range is [-hi, hi))");
       if (!s.range_done) {
-        if (!same_bits(sp.hi, std::ldexp(1.0f, streaming_min_exponent)))
-          return bad(errc::invalid_option, "a two-pass state before end_range_pass() has hi != 2^-64");
-        for (std::uint64_t c : s.counts)
-          if (c != 0)
-            return bad(errc::invalid_option, "a two-pass state before end_range_pass() has counts");
+        if (!same_bits(sp.hi, std::ldexp(1.0f, streaming_min_exponent))) {
+          return bad(errc::invalid_option, "hi " + show(sp.hi) +
+                                               " before the range pass is not the placeholder 2^" +
+                                               std::to_string(streaming_min_exponent));
+        }
+        for (std::size_t j = 0; j < s.counts.size(); ++j) {
+          if (s.counts[j] != 0) {
+            return bad(errc::invalid_option, "counts[" + std::to_string(j) + "] = " +
+                                                 std::to_string(s.counts[j]) +
+                                                 " before the range pass (must be 0)");
+          }
+        }
       }
       break;
-    }
     case range_policy::streaming:
-      if (!s.range_done) return bad(errc::invalid_option, "a streaming state has range_done false");
-      if ((sp.bins & (sp.bins - 1)) != 0)
+      if (sp.kind != layout::abs)
+        return bad(errc::invalid_option, "layout signed: a streaming state uses the abs layout");
+      if ((sp.bins & (sp.bins - 1)) != 0) {
         return bad(errc::bins_not_power_of_two,
-                   "streaming bins " + std::to_string(sp.bins) + " is not a power of two");
-      if (s.exponent < streaming_min_exponent || s.exponent > streaming_max_exponent)
-        return bad(errc::invalid_option,
-                   "streaming exponent " + std::to_string(s.exponent) + " is outside [-64, 127]");
-      if (!detail::same_spec(sp, detail::streaming_spec(sp.bins, s.exponent)))
-        return bad(errc::invalid_option, "a streaming spec must be abs [0, 2^exponent)");
+                   "bins " + std::to_string(sp.bins) + " is not a power of two (streaming)");
+      }
+      if (s.exponent < streaming_min_exponent || s.exponent > streaming_max_exponent) {
+        return bad(errc::invalid_option, "exponent " + std::to_string(s.exponent) + " outside " +
+                                             std::to_string(streaming_min_exponent) + ".." +
+                                             std::to_string(streaming_max_exponent));
+      }
+      if (!same_bits(sp.hi, std::ldexp(1.0f, s.exponent))) {
+        return bad(errc::invalid_option, "hi " + show(sp.hi) + " is not 2^exponent = 2^" +
+                                             std::to_string(s.exponent));
+      }
+      if (!s.range_done) return bad(errc::invalid_option, not_done);
       break;
   }
   const tensor_stats& t = s.stats;
-  if (std::isnan(t.max_abs) || std::isnan(t.min) || std::isnan(t.max))
-    return bad(errc::invalid_option, "statistics hold a NaN");
-  if (t.max_abs < 0.0f) return bad(errc::invalid_option, "statistics have max_abs < 0");
-  if (t.finite_count == 0 && (t.max_abs != 0.0f || t.min != HUGE_VALF || t.max != -HUGE_VALF))
-    return bad(errc::invalid_option, "statistics of no finite value have a max_abs, min or max");
+  if (std::isnan(t.max_abs)) return bad(errc::invalid_option, "stats.max_abs is NaN");
+  if (std::isnan(t.min)) return bad(errc::invalid_option, "stats.min is NaN");
+  if (std::isnan(t.max)) return bad(errc::invalid_option, "stats.max is NaN");
+  if (t.max_abs < 0.0f)
+    return bad(errc::invalid_option, "stats.max_abs " + show(t.max_abs) + " is negative");
+  if (t.finite_count == 0) {
+    if (t.max_abs != 0.0f)
+      return bad(errc::invalid_option,
+                 "stats.max_abs " + show(t.max_abs) + " with finite_count 0");
+    if (t.min != std::numeric_limits<float>::infinity())
+      return bad(errc::invalid_option,
+                 "stats.min " + show(t.min) + " with finite_count 0 (must be +inf)");
+    if (t.max != -std::numeric_limits<float>::infinity())
+      return bad(errc::invalid_option,
+                 "stats.max " + show(t.max) + " with finite_count 0 (must be -inf)");
+  }
   return {};
 }
 
