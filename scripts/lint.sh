@@ -21,8 +21,8 @@ if [ $# -ne 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
   sed -n '2,18p' "$0"
   exit 2
 fi
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if ! BUILD="$(cd "$1" 2>/dev/null && pwd)"; then
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+if ! BUILD="$(cd "$1" 2>/dev/null && pwd -P)"; then
   echo "lint: no such build folder: $1" >&2
   exit 2
 fi
@@ -67,8 +67,8 @@ fi
 
 # ---- (b) clang-tidy on host sources ----
 # Every source file in the compile database, absolute, once each.
-sed -n 's/^[[:space:]]*"file":[[:space:]]*"\(.*\)",\{0,1\}[[:space:]]*$/\1/p' "$DB" | sort -u \
-  > "$TMP/db_files"
+sed -n 's/^[[:space:]]*"file":[[:space:]]*"\(.*\)",\{0,1\}[[:space:]]*$/\1/p' "$DB" |
+  xargs -r -d '\n' realpath -m -- | sort -u > "$TMP/db_files"
 needs_cuda() {
   grep -qE '^[[:space:]]*#[[:space:]]*include[[:space:]]*[<"]([a-z_]*cuda[a-z_]*\.h|gpu_fixture\.hpp|[^>"]*\.cuh)[>"]' "$1" &&
     ! grep -qE '^[[:space:]]*#[[:space:]]*(ifdef[[:space:]]+KLCAL_WITH_CUDA|if[[:space:]]+defined\(?[[:space:]]*KLCAL_WITH_CUDA)' "$1"
