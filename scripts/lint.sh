@@ -116,7 +116,7 @@ else
   echo "lint: clang-tidy: ${#tidy_files[@]} files via $runner ($(( $(date +%s) - t0 ))s)"
 fi
 grep -oE "^[^ :]+:[0-9]+:[0-9]+: (warning|error): .*\[[^]]+\]$" "$TMP/tidy.log" |
-  sed -E "s|^$ROOT/||; s|^([^:]+:[0-9]+):[0-9]+: [a-z]+: .*\[([^],]+)[],].*$|\1 \2|" | sort -u \
+  sed -E "s|^$ROOT/||; s|^([^:]+:[0-9]+:[0-9]+): [a-z]+: .*\[([^],]+)[],].*$|\1 \2|" | sort -u \
   > "$TMP/findings"
 nfind=$(wc -l < "$TMP/findings")
 if [ "$nfind" -gt 0 ]; then
