@@ -1,6 +1,7 @@
 // `klcal check`: recomputes stored scales with the brute-force reference and reports disagreements.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -38,6 +39,13 @@ struct expectation {
   std::int32_t bins = 2048;
   bool streaming = false;
 };
+
+// The fp32 bit pattern: "same scale" means the same bits (+0 != -0, NaN payloads count).
+std::uint32_t fp32_bits(float f) {
+  std::uint32_t b = 0;
+  std::memcpy(&b, &f, sizeof b);
+  return b;
+}
 
 std::string read_text(const std::string& path) {
   auto src = formats::open_file(path);
@@ -237,7 +245,7 @@ int run_check(const std::vector<std::string>& args) {
                   source + ": tensor '" + e.name + "': invalid parameters: " + to_string(st));
     }
     float got = out.result.scale;
-    bool same = std::memcmp(&got, &e.scale, 4) == 0;
+    bool same = fp32_bits(got) == fp32_bits(e.scale);
     std::string res = "ok";
     if (!same) {
       ++bad;

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <iterator>
 #include <limits>
 #include <random>
 
@@ -255,7 +256,8 @@ int run_demo(const std::vector<std::string>& args) {
   portable_rng rng(20260101);
   for (int b = 0; b < 2; ++b) {
     std::vector<formats::npz_entry> entries;
-    for (int l = 0; l < 5; ++l) {
+    entries.reserve(std::size(k_layers));
+    for (int l = 0; l < static_cast<int>(std::size(k_layers)); ++l) {
       entries.push_back({std::string(k_layers[l].name) + ".npy", layer_npy(rng, l, per_batch)});
     }
     formats::write_file(inputs[b], formats::npz_bytes(entries, b == 1));

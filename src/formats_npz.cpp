@@ -48,7 +48,7 @@ class inflate_stream final : public byte_stream {
     if (inflateInit2(&z_, -MAX_WBITS) != Z_OK) {
       throw error(errc::out_of_memory, name_ + ": zlib inflateInit2 failed");
     }
-    buf_.resize(256 * 1024);
+    buf_.resize(std::size_t{256} * 1024);
   }
   ~inflate_stream() override { inflateEnd(&z_); }
   inflate_stream(const inflate_stream&) = delete;

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <deque>
 #include <limits>
@@ -35,6 +36,13 @@ std::string make_npy(int major, const std::string& dict, const std::string& data
 template <class T>
 std::string raw(const std::vector<T>& v) {
   return std::string(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
+}
+
+// The fp32 bit pattern, for exact scale comparisons (+0 != -0).
+std::uint32_t fp32_bits(float f) {
+  std::uint32_t b = 0;
+  std::memcpy(&b, &f, sizeof b);
+  return b;
 }
 
 // memory_source does not own its bytes: keep every test buffer alive until the process ends.
@@ -312,7 +320,7 @@ TEST(Cache, RoundTripWithAwkwardNames) {
   ASSERT_EQ(back.entries.size(), c.entries.size());
   for (std::size_t i = 0; i < c.entries.size(); ++i) {
     EXPECT_EQ(back.entries[i].name, c.entries[i].name);
-    EXPECT_EQ(std::memcmp(&back.entries[i].scale, &c.entries[i].scale, 4), 0);
+    EXPECT_EQ(fp32_bits(back.entries[i].scale), fp32_bits(c.entries[i].scale));
   }
 }
 

@@ -276,7 +276,7 @@ TEST(binning, matches_fp64_emulation_of_fp32_rounding) {
       ASSERT_EQ(ref::bin_of(sa, x), bin_by_emulation(sa, x)) << x << " " << hi << " " << b;
       ASSERT_EQ(ref::bin_of(ss, x), bin_by_emulation(ss, x)) << x << " " << hi << " " << b;
       // The left edge of a random bin, and its fp32 neighbours, where rounding decides.
-      const std::int32_t k = static_cast<std::int32_t>(std::fabs(u(rng)) * b);
+      const std::int32_t k = static_cast<std::int32_t>(std::fabs(u(rng)) * static_cast<float>(b));
       const float edge = static_cast<float>(static_cast<double>(k) * hi / b);
       for (float y : {std::nextafter(edge, 0.0f), edge, std::nextafter(edge, finf)})
         ASSERT_EQ(ref::bin_of(sa, y), bin_by_emulation(sa, y)) << y << " " << hi << " " << b;
