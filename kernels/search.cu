@@ -408,8 +408,10 @@ task_desc describe(const search_task& task, std::uint64_t* area_bytes) noexcept 
   task_desc d{};
   d.counts = task.d_counts;
   d.curve = task.d_curve;
-  // numerics.md 4: p read as a decimal with at most 9 fractional digits (validated to [0, 100]).
-  d.pct_units = static_cast<std::uint64_t>(std::llround(o.percentile * 1e9));
+  // numerics.md 4: p read as a decimal with at most 9 fractional digits (validated to [0, 100]
+  // for the percentile method only, so other methods do not read it).
+  if (o.meth == method::percentile)
+    d.pct_units = static_cast<std::uint64_t>(std::llround(o.percentile * 1e9));
   d.bins = task.spec.bins;
   d.lo = task.spec.lo;
   d.hi = task.spec.hi;
