@@ -242,6 +242,14 @@ __global__ void __launch_bounds__(threads)
   }
 }
 
+/// a * b >= c * d for unsigned 64-bit operands, exactly: the 128-bit products compared as
+/// (high, low) word pairs.
+__device__ inline bool product_at_least(std::uint64_t a, std::uint64_t b, std::uint64_t c,
+                                        std::uint64_t d) {
+  const std::uint64_t ab_hi = __umul64hi(a, b), cd_hi = __umul64hi(c, d);
+  return ab_hi != cd_hi ? ab_hi > cd_hi : a * b >= c * d;
+}
+
 /// The search_result of numerics.md 5 for a task, given its prefix sums S, its totals and the
 /// winning candidate (ignored by percentile and max). One thread; shared by the finalize kernel
 /// and the fused kernel.
@@ -261,12 +269,11 @@ __device__ search_result finalize(const task_desc& t, const task_meta& m, const 
       r.index = static_cast<std::int32_t>(bins);
       break;
     case method::percentile: {
-      // First k with S(k+1) / T >= p / 100 (monotone in k, so a binary search finds it).
-      const double target = t.percentile / 100.0;
+      // First k with 100e9 S(k+1) >= P T, exactly (monotone in k, so a binary search finds it).
       std::int64_t lo = 0, hi = bins - 1;
       while (lo < hi) {
         const std::int64_t mid = (lo + hi) / 2;
-        if (static_cast<double>(s[mid + 1]) / total >= target) {
+        if (product_at_least(100'000'000'000ULL, s[mid + 1], t.pct_units, m.total)) {
           hi = mid;
         } else {
           lo = mid + 1;
@@ -393,7 +400,10 @@ task_desc describe(const search_task& task, std::uint64_t* area_bytes) noexcept 
   task_desc d{};
   d.counts = task.d_counts;
   d.curve = task.d_curve;
-  d.percentile = o.percentile;
+  // numerics.md 4: p read as a decimal with at most 9 fractional digits (validated to [0, 100]
+  // for the percentile method only, so other methods do not read it).
+  if (o.meth == method::percentile)
+    d.pct_units = static_cast<std::uint64_t>(std::llround(o.percentile * 1e9));
   d.bins = task.spec.bins;
   d.lo = task.spec.lo;
   d.hi = task.spec.hi;

@@ -15,7 +15,7 @@ namespace klcal::detail::search {
 struct task_desc {
   const std::uint64_t* counts;
   double* curve;            ///< optional, num_candidates entries
-  double percentile;        ///< method::percentile only
+  std::uint64_t pct_units;  ///< percentile only: P of numerics.md 4, llround(p * 1e9)
   std::uint64_t ws_offset;  ///< byte offset of this task's area in the (aligned) workspace
   std::int32_t bins;
   float lo;

@@ -436,6 +436,25 @@ def cases():
                        S("percentile", percentile=100.0), S("percentile", percentile=75.0),
                        S("percentile", percentile=62.5), S("percentile"),
                        S("percentile", percentile=25.0, bits=2, unsigned=1)]))
+    # Exact percentile (numerics.md 4): 100e9 * S(k+1) >= P * T in integers, P = llround(p * 1e9).
+    # S = 9, 100, 900, 999, then 1000 at bin 12; fp64 (S / T >= p / 100) would miss 0.9 and 99.9.
+    add(Case("pct_exact_decimal", "999 of 1000 below bin 12: p = 99.9 and 0.9 reach their prefix exactly",
+             range_kind="counts", bins=16, lo=0.0, hi=16.0, counts=[9, 91, 800, 99] + [0] * 8 + [1, 0, 0, 0],
+             searches=[S("percentile", percentile=99.9), S("percentile", percentile=0.9),
+                       S("percentile", percentile=10.0), S("percentile", percentile=90.0),
+                       S("percentile", percentile=99.90000001), S("percentile", percentile=100.0),
+                       S("percentile", percentile=0.0)]))
+    # T = 1e11, so bin k qualifies when S(k+1) >= P. P = 3 for p = 2.5e-9 (p * 1e9 is exactly
+    # 2.5: halfway rounds away from zero; to even it would be 2 and pick bin 0). S(3) = 1e11 - 2
+    # separates the nine-digit percentiles 99.999999998 (bin 2) and 99.999999999 (bin 3).
+    add(Case("pct_exact_units", "T = 1e11: halfway P (p = 2.5e-9) and p with 9 fractional digits",
+             range_kind="counts", bins=4, lo=0.0, hi=4.0, counts=[2, 1, 99_999_999_995, 2],
+             searches=[S("percentile", percentile=2.5e-9), S("percentile", percentile=99.999999999),
+                       S("percentile", percentile=99.999999998), S("percentile", percentile=100.0)]))
+    # T = 2^60: a prefix of 2^60 - 1 converts to 2^60 in fp64 but does not reach p = 100.
+    add(Case("pct_exact_big", "T = 2^60, 2^60 - 1 in bin 0: p = 100 needs the last count (bin 2)",
+             range_kind="counts", bins=4, lo=0.0, hi=1.0, counts=[2 ** 60 - 1, 0, 1, 0],
+             searches=[S("percentile", percentile=100.0), S("percentile", percentile=99.999999999)]))
     rng = np.random.default_rng(1515)
     centres = (np.arange(300) + 0.5) / 300
     counts = poisson_counts(rng, np.exp(-4.0 * centres), 1_000_000)

@@ -17,6 +17,7 @@ MAX_BINS = 1 << 24
 STREAM_E_MIN = -64
 STREAM_E_MAX = 127
 MXNET_EPS = 1e-4
+PERCENT_UNITS = 100 * 10 ** 9  # 100 percent in the units of P (section 4)
 
 ERRC_NAMES = (
     "too_few_bins", "too_many_bins", "start_bin_out_of_range", "invalid_stride", "invalid_bits",
@@ -510,6 +511,14 @@ def search_entropy_mxnet(h, bits=8, is_unsigned=False):
     return _result(amax, qmax_of(bits, False), i, curve[k], clipped, degenerate, curve)
 
 
+def percentile_units(p):
+    """Section 4: P = llround(p * 1e9), the fp64 product rounded to the nearest integer with
+    halfway cases away from zero (Python's round() would round them to even)."""
+    x = p * 1e9  # one fp64 multiplication
+    f = math.floor(x)
+    return int(f) + (1 if x - f >= 0.5 else 0)  # x - f is exact (the fraction of x)
+
+
 def search_percentile(h, percentile=99.99, bits=8, is_unsigned=False):
     _check_bits(bits)
     if h.layout != "abs":
@@ -521,12 +530,12 @@ def search_percentile(h, percentile=99.99, bits=8, is_unsigned=False):
         return _degenerate_result([])
     B = h.bins
     T = h.total()
-    target = p / 100.0
+    P = percentile_units(p)
     k = None
     running = 0
     for j in range(B):
         running += int(h.counts[j])  # S(j + 1), exact
-        if float(running) / float(T) >= target:
+        if PERCENT_UNITS * running >= P * T:  # Python ints: exact
             k = j
             break
     assert k is not None

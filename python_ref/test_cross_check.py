@@ -12,6 +12,8 @@ import math
 import os
 import struct
 import unittest
+from decimal import Decimal
+from fractions import Fraction
 
 import numpy as np
 
@@ -236,9 +238,17 @@ class TestCrossCheck(unittest.TestCase):
                     T = int(c.sum())
                     if T == 0 or srch["degenerate"]:
                         continue
+                    # numerics.md 4 in rationals: P rounds the fp64 product p * 1e9 half away
+                    # from zero; a p whose shortest decimal has at most 9 fractional digits
+                    # must give exactly that decimal.
                     p = o.get("percentile", 99.99)
+                    P = math.floor(Fraction(p * 1e9) + Fraction(1, 2))
+                    dec = Fraction(Decimal(repr(p))) * 10 ** 9
+                    if dec.denominator == 1:
+                        self.assertEqual(P, dec, name)
                     run = np.cumsum(c, dtype=np.uint64)
-                    kk = next(j for j in range(B) if float(int(run[j])) / float(T) >= p / 100.0)
+                    kk = next(j for j in range(B)
+                              if Fraction(int(run[j]), T) * 100 >= Fraction(P, 10 ** 9))
                     self.assertEqual(kk, srch["index"], name)
                     self.assertEqual(kk * (hi / B), srch["amax"], name)
                     continue

@@ -388,6 +388,32 @@ class TestOtherMethods(unittest.TestCase):
             self.assertFalse(r["degenerate"])
             self.assertEqual(r["curve"], [])
 
+    def test_percentile_units(self):
+        # P = llround(p * 1e9): decimals with up to 9 fractional digits read exactly; p * 1e9 is
+        # exactly 2.5 for p = 2.5e-9, and halfway rounds away from zero (3, not 2).
+        for p, P in ((0.0, 0), (100.0, 100_000_000_000), (99.9, 99_900_000_000),
+                     (99.99, 99_990_000_000), (0.9, 900_000_000), (99.999999999, 99_999_999_999),
+                     (1e-9, 1), (2.5e-9, 3), (0.5e-9, 1)):
+            self.assertEqual(kr.percentile_units(p), P, p)
+
+    def test_percentile_exact_decimal(self):
+        # 999 of T = 1000 in bins 0..3 (S = 9, 100, 900, 999), the last value in bin 12.
+        # p = 99.9: 100e9 * 999 = 99.9e9 * 1000 -> k = 3 (fp64 would miss: 99.9 / 100 rounds
+        # up to 0.9990000000000001 > 0.999); p = 0.9: 100e9 * 9 = 0.9e9 * 1000 -> k = 0.
+        h = counts_hist([9, 91, 800, 99] + [0] * 8 + [1, 0, 0, 0], 0.0, 16.0)
+        for p, k in ((99.9, 3), (0.9, 0), (99.90000001, 12), (100.0, 12), (10.0, 1)):
+            r = kr.search(h, "percentile", percentile=p)
+            self.assertEqual(r["index"], k, p)
+            self.assertEqual(r["amax"], float(k))
+            self.assertEqual(r["clipped_fraction"], [1000, 991, 900, 100, 1][min(k, 4)] / 1000, p)
+
+    def test_percentile_exact_big_counts(self):
+        # T = 2^60, S(1) = 2^60 - 1 (which converts to 2^60 in fp64): p = 100 needs bin 2.
+        h = counts_hist([2 ** 60 - 1, 0, 1, 0], 0.0, 4.0)
+        self.assertEqual(kr.search(h, "percentile", percentile=100.0)["index"], 2)
+        # 99.999999999 %: 100e9 (2^60 - 1) >= 99999999999 * 2^60 since 2^60 >= 100e9 -> bin 0.
+        self.assertEqual(kr.search(h, "percentile", percentile=99.999999999)["index"], 0)
+
     def test_mse_hand(self):
         # c = [2,4,2,1,0,1,0,0], w = 1, centres 0.5 .. 7.5, bits 2 -> qmax 1, start_bin 2.
         # i=2: a = 2.5: centres quantize to 0 (0.5), 2.5 (1.5, 2.5, 3.5, 5.5 clamps):

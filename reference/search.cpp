@@ -242,14 +242,18 @@ void search_mxnet(const std::vector<std::uint64_t>& counts, const histogram_spec
 
 void search_percentile(const std::vector<std::uint64_t>& counts, const histogram_spec& spec,
                        const search_options& o, search_output& out) {
+  __extension__ typedef unsigned __int128 u128;  // GCC and Clang; both products are < 2^101
   const std::int64_t b = spec.bins;
   const std::uint64_t t = total(counts);
-  const double target = o.percentile / 100.0;
+  // P = llround(p * 1e9): p read as a decimal with at most 9 fractional digits, in units of
+  // 1e-9 percent; 100 percent is 100e9 units.
+  const auto units = static_cast<u128>(std::llround(o.percentile * 1e9));
+  const auto hundred_percent = static_cast<u128>(100'000'000'000ULL);
   std::int64_t k = b - 1;
   std::uint64_t prefix = 0;  // S(j + 1)
   for (std::int64_t j = 0; j < b; ++j) {
     prefix += counts[j];
-    if (static_cast<double>(prefix) / static_cast<double>(t) >= target) {
+    if (hundred_percent * prefix >= units * t) {
       k = j;
       break;
     }

@@ -1,4 +1,5 @@
 // CPU percentile and max searches (numerics.md 4): the methods that have no candidates.
+#include <cmath>
 #include <cstdint>
 
 #include "cpu_search_math.hpp"
@@ -11,13 +12,17 @@ choice search_percentile(const search_task& task, std::uint64_t T) noexcept {
   const std::uint64_t* counts = task.h_counts;
   const std::int32_t B = task.spec.bins;
   const double w = double(task.spec.hi) / double(B);
-  const double target = task.opts.percentile / 100.0;
+  // P of numerics.md 4 (1e-9 percent units): bin k qualifies when 100e9 S(k+1) >= P T, exactly
+  // in 128 bits (both products are below 2^101).
+  __extension__ typedef unsigned __int128 u128;
+  const auto P = static_cast<u128>(std::llround(task.opts.percentile * 1e9));
+  const auto hundred = static_cast<u128>(100'000'000'000ULL);
   choice ch;
   std::uint64_t s = 0;
   ch.index = B - 1;
   for (std::int32_t k = 0; k < B; ++k) {
     s += counts[k];
-    if (T > 0 && double(s) / double(T) >= target) {
+    if (T > 0 && hundred * s >= P * T) {
       ch.index = k;
       break;
     }

@@ -531,6 +531,51 @@ TEST(cpu_search, degenerate_histograms) {
   EXPECT_TRUE(std::isinf(r.score));
 }
 
+TEST(cpu_search, percentile_exact_on_both_implementations) {
+  // numerics.md 4: k = first bin with 100e9 S(k+1) >= P T, P = llround(p * 1e9). Expected
+  // indices by hand; "fp64:" gives the index of S / T >= p / 100 in fp64 where it differs.
+  struct pct_case {
+    std::vector<std::uint64_t> counts;
+    double p;
+    std::int32_t k;
+  };
+  const std::vector<std::uint64_t> c999 = {9, 91, 800, 99, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0};
+  const std::vector<std::uint64_t> big = {(std::uint64_t{1} << 60) - 1, 0, 1, 0};
+  const std::vector<std::uint64_t> e11 = {2, 1, 99'999'999'995, 2};  // T = 1e11
+  const pct_case cases[] = {
+      {c999, 99.9, 3},          // S = 999 of 1000 is exactly 99.9 % (fp64: 12)
+      {c999, 0.9, 0},           // S = 9 of 1000 is exactly 0.9 % (fp64: 1)
+      {c999, 99.90000001, 12},  // needs more than 999
+      {c999, 100.0, 12},        // the last value
+      {big, 100.0, 2},          // 2^60 - 1 of 2^60 is not 100 % (fp64: 0)
+      {big, 99.999999999, 0},   // 100e9 (2^60 - 1) >= (100e9 - 1) 2^60
+      {e11, 2.5e-9, 1},         // p * 1e9 = 2.5 exactly: P = 3 (half away from zero)
+      {e11, 99.999999998, 2},   // S(3) = 1e11 - 2 = P
+      {e11, 99.999999999, 3},   // P = 1e11 - 1 > S(3)
+  };
+  for (const pct_case& c : cases) {
+    SCOPED_TRACE("p = " + std::to_string(c.p) + ", bins " + std::to_string(c.counts.size()));
+    const histogram_spec spec{layout::abs, std::int32_t(c.counts.size()), 0.0f, 16.0f};
+    klcal::search_options o;
+    o.meth = klcal::method::percentile;
+    o.percentile = c.p;
+    const double w = 16.0 / double(c.counts.size());
+    ref::search_output ro;
+    ASSERT_TRUE(ref::search(c.counts, spec, 0.0f, o, &ro).ok());
+    EXPECT_EQ(ro.result.index, c.k) << "reference";
+    EXPECT_EQ(ro.result.amax, c.k * w) << "reference";
+    cpu::search_task task;
+    task.h_counts = c.counts.data();
+    task.spec = spec;
+    task.opts = o;
+    klcal::search_result res;
+    ASSERT_TRUE(cpu::search(&task, 1, &res, 1).ok());
+    EXPECT_EQ(res.index, c.k) << "CPU backend";
+    EXPECT_EQ(res.amax, c.k * w) << "CPU backend";
+    EXPECT_FALSE(res.degenerate);
+  }
+}
+
 TEST(cpu_search, batched_equals_one_by_one) {
   std::uint64_t seed = 55;
   std::vector<std::vector<std::uint64_t>> counts;

@@ -503,6 +503,51 @@ TEST_F(gpu_search, large_bin_counts_and_many_levels) {
   EXPECT_EQ(check_against_reference(cases, "large"), 0);
 }
 
+TEST_F(gpu_search, percentile_exact_both_paths) {
+  // numerics.md 4: k = first bin with 100e9 S(k+1) >= P T, P = llround(p * 1e9), in exact
+  // integers; expected indices by hand ("fp64:" where S / T >= p / 100 in fp64 differs).
+  using klcal::detail::search_path;
+  const std::vector<std::uint64_t> c999 = {9, 91, 800, 99, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0};
+  const std::vector<std::uint64_t> big = {(std::uint64_t{1} << 60) - 1, 0, 1, 0};
+  const std::vector<std::uint64_t> e11 = {2, 1, 99'999'999'995, 2};  // T = 1e11
+  const struct {
+    const std::vector<std::uint64_t>* counts;
+    double p;
+    std::int32_t k;
+  } expected[] = {
+      {&c999, 99.9, 3},          // S = 999 of 1000 is exactly 99.9 % (fp64: 12)
+      {&c999, 0.9, 0},           // S = 9 of 1000 is exactly 0.9 % (fp64: 1)
+      {&c999, 99.90000001, 12},  // needs more than 999
+      {&big, 100.0, 2},          // 2^60 - 1 of 2^60 is not 100 % (fp64: 0); needs the high words
+      {&big, 99.999999999, 0},   // 100e9 (2^60 - 1) >= (100e9 - 1) 2^60
+      {&e11, 2.5e-9, 1},         // p * 1e9 = 2.5 exactly: P = 3 (half away from zero)
+      {&e11, 99.999999998, 2},   // S(3) = 1e11 - 2 = P
+      {&e11, 99.999999999, 3},   // P = 1e11 - 1 > S(3)
+  };
+  std::vector<host_case> cases;
+  for (const auto& e : expected) {
+    host_case c;
+    c.counts = *e.counts;
+    c.spec = abs_spec(static_cast<std::int32_t>(e.counts->size()), 16.0f);
+    c.opts.meth = method::percentile;
+    c.opts.percentile = e.p;
+    cases.push_back(c);
+  }
+  for (const search_path path : {search_path::multi_kernel, search_path::fused}) {
+    std::vector<gpu_output> out;
+    run_gpu(cases, &out, nullptr, path);
+    ASSERT_EQ(out.size(), cases.size());
+    for (std::size_t k = 0; k < cases.size(); ++k) {
+      SCOPED_TRACE("path " + std::to_string(static_cast<int>(path)) +
+                   ", p = " + std::to_string(expected[k].p));
+      const double w = 16.0 / static_cast<double>(cases[k].spec.bins);
+      EXPECT_EQ(out[k].result.index, expected[k].k);
+      EXPECT_EQ(out[k].result.amax, expected[k].k * w);
+      EXPECT_FALSE(out[k].result.degenerate);
+    }
+  }
+}
+
 TEST_F(gpu_search, randomized_against_reference) {
   constexpr int num_cases = 1008;
   constexpr int per_call = 112;  // also exercises batching: mixed methods and sizes per call

@@ -102,11 +102,15 @@ constexpr std::int32_t qmax(const search_options& o) noexcept {
   return o.is_unsigned ? (1 << o.bits) - 1 : (1 << (o.bits - 1)) - 1;
 }
 
-/// Per-histogram result of a search (docs/numerics.md 5).
+/// Per-histogram result of a search (docs/numerics.md 5). `index` is the choice, per method:
+/// tensorrt entropy, the candidate's bin count i (amax = i bin widths); mxnet entropy, the
+/// half-width i (amax = the right edge of bin bins / 2 + i); percentile, the bin index k (amax =
+/// its left edge); mse, the index i of the bin whose centre is amax; max, the bin count. It is 0
+/// when the histogram is empty or all zero.
 struct search_result {
   double amax = 0.0;              ///< clipping threshold, computed in fp64
   float scale = 0.0f;             ///< float(amax) / qmax, correctly rounded fp32
-  std::int32_t index = 0;         ///< chosen candidate (bin index / half-width), see numerics.md
+  std::int32_t index = 0;         ///< the method's choice (bin count, bin or half-width, above)
   double score = 0.0;             ///< KL or MSE at the optimum (0 for max and percentile)
   double clipped_fraction = 0.0;  ///< mass of bins entirely beyond amax, over the total
   bool degenerate = false;        ///< empty, all-zero, or every candidate infinite
