@@ -1,6 +1,7 @@
 """Writes the golden files tests/data/<case>.golden (format: docs/testing.md) from klcal_ref.
 
-Deterministic: fixed seeds, no time stamps, so regenerating gives byte-identical files.
+Deterministic: fixed seeds, no time stamps, so regenerating gives identical files (with one NumPy
+build byte for byte; across builds the fp64 KL/MSE values may move in the last bits).
 Usage: python3 python_ref/gen_golden.py [--out DIR]
 """
 

@@ -5,7 +5,6 @@ oracle (fp32 rounding through struct on exact double products), never by the cod
 Run: python3 -m unittest discover -s python_ref -v
 """
 
-import filecmp
 import math
 import os
 import struct
@@ -514,16 +513,44 @@ class TestErrors(unittest.TestCase):
 
 
 class TestGolden(unittest.TestCase):
-    def test_regenerate_byte_identical(self):
+    def test_regenerate_identical(self):
+        """Regenerating the goldens reproduces them: every line byte for byte, except the fp64
+        KL/MSE values (`score`, `curve`), which may differ in the last bits between NumPy builds
+        (its vectorised log differs by version and CPU); those must agree to 1e-12 relative, far
+        inside the 1e-9 tolerance the C++ tests apply to them (docs/testing.md)."""
         import gen_golden
+
+        def as_double(tok):
+            return struct.unpack(">d", bytes.fromhex(tok))[0]
+
         with tempfile.TemporaryDirectory() as tmp:
             gen_golden.main(["--out", tmp])
             produced = sorted(f for f in os.listdir(tmp) if f.endswith(".golden"))
             committed = sorted(f for f in os.listdir(DATA) if f.endswith(".golden"))
             self.assertEqual(produced, committed)
             self.assertGreaterEqual(len(produced), 30)
-            match, mismatch, errors = filecmp.cmpfiles(tmp, DATA, produced, shallow=False)
-            self.assertEqual((mismatch, errors), ([], []))
+            for fn in produced:
+                with open(os.path.join(tmp, fn), encoding="utf-8") as f:
+                    new_lines = f.read().splitlines()
+                with open(os.path.join(DATA, fn), encoding="utf-8") as f:
+                    old_lines = f.read().splitlines()
+                self.assertEqual(len(new_lines), len(old_lines), fn)
+                for a, b in zip(new_lines, old_lines):
+                    if a == b:
+                        continue
+                    ka, kb = a.split(" ", 1)[0], b.split(" ", 1)[0]
+                    self.assertTrue(ka == kb and ka in ("score", "curve"), f"{fn}: {a[:80]!r} != {b[:80]!r}")
+                    ta, tb = a.split()[1:], b.split()[1:]
+                    if ka == "curve":
+                        self.assertEqual(ta[0], tb[0], fn)  # the candidate count is exact
+                        ta, tb = ta[1:], tb[1:]
+                    self.assertEqual(len(ta), len(tb), fn)
+                    for x, y in zip(ta, tb):
+                        dx, dy = as_double(x), as_double(y)
+                        if dx == dy or (math.isinf(dx) and dx == dy):
+                            continue
+                        self.assertLessEqual(abs(dx - dy), 1e-12 * max(abs(dx), abs(dy)),
+                                             f"{fn} {ka}: {dx!r} vs {dy!r}")
 
     def test_golden_structure(self):
         """Parse every golden with a small independent reader and check internal consistency."""

@@ -28,13 +28,6 @@ inline constexpr std::int64_t flush_elements = std::int64_t{1} << 30;
 /// is cheap). Truncation error of the 4-term series relative to sum(P): e^6 / 30 < 4e-14.
 inline constexpr double mxnet_series_max_shift = 1e-2;
 
-/// Entropy values with |KL| below this are reported as exactly 0. KL is never negative, and a
-/// lossless candidate (every level's non-empty bins equal) has KL exactly 0, which the direct
-/// formula reproduces term by term (ln 1 = 0) while the prefix-sum forms leave rounding noise of
-/// about eps ln(T) ~ 1e-14 of either sign. Snapping makes such exact ties follow the rule set's
-/// tie rule; the change is far inside the 1e-9 tolerance of docs/testing.md.
-inline constexpr double kl_zero_snap = 1e-12;
-
 /// A task's candidates are split over threads only when there are fewer tasks than threads and
 /// the task has at least this many candidates.
 inline constexpr std::int64_t min_candidates_per_thread = 64;

@@ -10,6 +10,7 @@
 
 #include "cpu_policy.hpp"
 #include "cpu_search_math.hpp"
+#include "klcal/internal/numerics.hpp"
 #include "cpu_search_methods.hpp"
 #include "klcal/cpu.hpp"
 
@@ -55,15 +56,7 @@ using detail::choice;
 
 /// Empty or all-zero histogram (numerics.md 5.3).
 bool is_trivial(const std::uint64_t* c, const histogram_spec& spec) noexcept {
-  std::int32_t zb = 0;
-  if (spec.kind == layout::signed_) {
-    const float width = spec.hi - spec.lo;
-    const float scale = static_cast<float>(spec.bins) / width;
-    float p = (0.0f - spec.lo) * scale;
-    p = p > 0.0f ? p : 0.0f;
-    p = std::min(p, static_cast<float>(spec.bins - 1));
-    zb = static_cast<std::int32_t>(p);
-  }
+  const std::int32_t zb = klcal::detail::zero_bin_index(spec.kind, spec.bins, spec.lo, spec.hi);
   for (std::int32_t j = 0; j < spec.bins; ++j)
     if (j != zb && c[j] != 0) return false;
   return true;  // also when everything, bin zb included, is empty
@@ -89,7 +82,7 @@ void search_one(const search_task& task, search_result& res, int threads) {
   }();
   const bool mxnet = o.meth == method::entropy && o.rules == rule_set::mxnet;
   // The mxnet rule set is symmetric int8 whatever the options say (numerics.md 5.1).
-  const double qm = mxnet ? double((1 << (o.bits - 1)) - 1) : double(qmax(o));
+  const std::int32_t qm = mxnet ? (1 << (o.bits - 1)) - 1 : qmax(o);
   res = search_result{};
 
   const int cand_threads =
@@ -117,7 +110,7 @@ void search_one(const search_task& task, search_result& res, int threads) {
   res.score = ch.score;
   res.clipped_fraction = ch.clipped;
   res.degenerate = ch.all_inf;
-  res.scale = detail::scale_of(ch.amax, qm);
+  res.scale = klcal::detail::quant_scale(ch.amax, qm);
 }
 
 int resolve_threads(int threads) noexcept {

@@ -3,7 +3,7 @@
 // All arithmetic is fp64: the prefix sums of c ln c (up to 2^24 terms) are compensated
 // (double-double); the per-candidate level sums (at most L terms) are plain, with their error
 // bound noted where they are formed. KL values within rounding noise of 0 are reported as 0
-// (policy::kl_zero_snap). Every file that includes this one is compiled without FP contraction.
+// (klcal::detail::snap_kl). Every file that includes this one is compiled without FP contraction.
 #pragma once
 
 #include <cmath>
@@ -13,6 +13,7 @@
 
 #include "cpu_isa.hpp"
 #include "cpu_policy.hpp"
+#include "klcal/internal/numerics.hpp"
 
 namespace klcal::cpu::detail {
 
@@ -58,10 +59,8 @@ struct prefix {
   }
 };
 
-/// KL rounding noise around an exact 0 becomes 0 (see policy::kl_zero_snap).
-inline double snap_zero(double kl) noexcept {
-  return std::fabs(kl) < policy::kl_zero_snap ? 0.0 : kl;
-}
+/// KL rounding noise around an exact 0 becomes 0: the one snap of klcal/internal/numerics.hpp.
+using klcal::detail::snap_kl;
 
 /// x ln x for a count (0 ln 0 = 0).
 inline double xlnx(double x) noexcept {
@@ -171,10 +170,6 @@ inline void log_inplace(double* x, std::int64_t n) noexcept {
 }
 
 // ---- result assembly ---------------------------------------------------------------------------
-
-inline float scale_of(double amax, double qmax) noexcept {
-  return static_cast<float>(amax) / static_cast<float>(qmax);
-}
 
 /// Sum of original counts over [a, b) as fp64 of the exact integer sum.
 inline double mass(const std::uint64_t* c, std::int32_t a, std::int32_t b) noexcept {

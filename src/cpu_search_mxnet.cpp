@@ -231,7 +231,7 @@ struct mxnet_state {
     // At most L plain terms: error below L eps ln(max c) relative to T (8e-13 for 255 levels).
     b.add(-(((part[0] + part[1]) + (part[2] + part[3])) + (first + last)));
     const double sp = double(T);
-    return snap_zero(b.value() / sp - std::log(sp) + std::log(sq));
+    return snap_kl(b.value() / sp - std::log(sp) + std::log(sq));
   }
 #endif
 
@@ -296,7 +296,7 @@ struct mxnet_state {
     // At most L plain terms: error below L eps ln(max c) relative to T (8e-13 for 255 levels).
     b.add(-dot4(coef, qval, L));
     const double sp = double(T);
-    return snap_zero(b.value() / sp - std::log(sp) + std::log(sq));
+    return snap_kl(b.value() / sp - std::log(sp) + std::log(sq));
   }
 };
 

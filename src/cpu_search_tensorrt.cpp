@@ -74,7 +74,7 @@ struct trt_state {
       b.add(-double(t) * lnq_last);
       bracket = b.value();
     }
-    return snap_zero(bracket / double(T) + std::log(double(Si) / double(T)));
+    return snap_kl(bracket / double(T) + std::log(double(Si) / double(T)));
   }
 
   std::int32_t candidate(std::int64_t k) const noexcept {
