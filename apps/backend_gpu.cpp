@@ -9,8 +9,8 @@
 #include <cstring>
 
 #include "cli.hpp"
-#include "klcal/internal/cuda_status.hpp"
 #include "klcal/histogram.hpp"
+#include "klcal/internal/cuda_status.hpp"
 #include "klcal/threshold.hpp"
 
 namespace klcal::cli {

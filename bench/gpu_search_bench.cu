@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "klcal/internal/search_detail.hpp"
 #include "gpu_bench_util.cuh"
+#include "klcal/internal/search_detail.hpp"
 #include "klcal/threshold.hpp"
 
 // Timing follows rmm's benchmark helper: CUDA events around the call on a non-blocking stream,

@@ -1,9 +1,8 @@
 // Example: the owning CPU calibrator, two workers' halves merged exactly through their states.
-#include <klcal/cpu_calibrator.hpp>
-
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <klcal/cpu_calibrator.hpp>
 #include <vector>
 
 int main() {

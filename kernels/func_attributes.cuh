@@ -1,4 +1,5 @@
-// Kernel attributes set once per device and process, never lowered (safe under concurrent launches).
+// Kernel attributes set once per device and process, never lowered (safe under concurrent
+// launches).
 #pragma once
 
 #include <cuda_runtime.h>

@@ -8,12 +8,12 @@
 
 #include "func_attributes.cuh"
 #include "klcal/internal/cuda_status.hpp"
-#include "klcal/threshold.hpp"
-#include "klcal/types.hpp"
 #include "klcal/internal/gpu_policy.hpp"
 #include "klcal/internal/numerics.hpp"
-#include "search.cuh"
 #include "klcal/internal/search_detail.hpp"
+#include "klcal/threshold.hpp"
+#include "klcal/types.hpp"
+#include "search.cuh"
 
 namespace klcal::detail::search {
 namespace {

@@ -5,8 +5,8 @@
 
 #include <cstdint>
 
-#include "klcal/types.hpp"
 #include "klcal/internal/gpu_policy.hpp"
+#include "klcal/types.hpp"
 
 namespace klcal::detail::search {
 

@@ -34,7 +34,8 @@ calibrator calibrator::streaming(std::int32_t bins, int threads) {
 }
 
 calibrator calibrator::from_state(calibrator_state s, int threads) {
-  if (status st = validate(s); !st.ok()) detail::fail(st, who, "from_state: " + describe_invalid(s));
+  if (status st = validate(s); !st.ok())
+    detail::fail(st, who, "from_state: " + describe_invalid(s));
   return calibrator(std::move(s), threads);
 }
 
@@ -56,8 +57,9 @@ void calibrator::add(const void* h_in, std::int64_t n, dtype t) {
     detail::check(histogram_fold_pow2(state_.counts.data(), r.spec.bins, doublings), who, "add");
   r.store(state_);
   klcal::merge(state_.stats, batch);
-  detail::check(histogram_accumulate(h_in, t, n, state_.spec, state_.counts.data(), nullptr, threads_),
-                who, "add");
+  detail::check(
+      histogram_accumulate(h_in, t, n, state_.spec, state_.counts.data(), nullptr, threads_), who,
+      "add");
 }
 
 void calibrator::add_range(const void* h_in, std::int64_t n, dtype t) {

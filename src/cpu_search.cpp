@@ -10,9 +10,9 @@
 
 #include "cpu_policy.hpp"
 #include "cpu_search_math.hpp"
-#include "klcal/internal/numerics.hpp"
 #include "cpu_search_methods.hpp"
 #include "klcal/cpu.hpp"
+#include "klcal/internal/numerics.hpp"
 
 namespace klcal::cpu {
 namespace detail {

@@ -77,7 +77,6 @@ std::string hex32(std::uint32_t v) {
   return b;
 }
 
-
 // A tensor name in quotes, control bytes escaped so that a hostile name cannot garble a terminal.
 std::string quoted(const std::string& s) {
   std::string o = "'";
@@ -107,7 +106,6 @@ std::string invalid_name(const std::string& name) {
   if (nul != std::string::npos) return "name has a NUL byte at offset " + std::to_string(nul);
   return {};
 }
-
 
 // Bounds-checked little-endian reads from the body of a file (everything before the CRC).
 class body_reader {

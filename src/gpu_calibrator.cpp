@@ -1,11 +1,10 @@
 // GPU calibrator: the shared range policy (range_policy.cpp) applied to device counts.
-#include "klcal/calibrator.hpp"
-
 #include <cuda_runtime_api.h>
 
 #include <string>
 #include <utility>
 
+#include "klcal/calibrator.hpp"
 #include "klcal/histogram.hpp"
 #include "klcal/internal/cuda_status.hpp"
 #include "klcal/internal/histogram_detail.hpp"
@@ -208,9 +207,7 @@ void calibrator::add(const void* d_in, std::int64_t n, dtype t, cudaStream_t str
       check(detail::histogram_stats_accumulate(d_in, t, n, r.spec, d_counts_, d_stats_, stream),
             who, "add");
       return;
-    case range_policy::two_pass:
-      bin(d_in, n, t, stream);
-      return;
+    case range_policy::two_pass: bin(d_in, n, t, stream); return;
     case range_policy::streaming: {
       // Argument errors first, before anything is enqueued.
       std::size_t tb = 0;

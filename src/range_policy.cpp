@@ -43,7 +43,8 @@ range_state range_state::fixed(const histogram_spec& spec, const std::string& wh
 }
 
 range_state range_state::two_pass(std::int32_t bins, layout kind, const std::string& who) {
-  if (kind != layout::abs && kind != layout::signed_) fail(errc::invalid_option, who, "two_pass(kind)");
+  if (kind != layout::abs && kind != layout::signed_)
+    fail(errc::invalid_option, who, "two_pass(kind)");
   range_state r;
   r.policy = range_policy::two_pass;
   // hi = 2^-64 is a placeholder until end_range_pass().
@@ -83,7 +84,8 @@ void range_state::require_binning(const std::string& who) const {
 }
 
 void range_state::require_range_pass(const std::string& who) const {
-  if (policy != range_policy::two_pass) fail(errc::invalid_option, who, "add_range() needs two_pass");
+  if (policy != range_policy::two_pass)
+    fail(errc::invalid_option, who, "add_range() needs two_pass");
   if (range_done) fail(errc::invalid_option, who, "add_range() after end_range_pass()");
 }
 
@@ -95,7 +97,8 @@ void range_state::require_search(const search_options& opts, const std::string& 
 std::int32_t range_state::grow_for(float batch_max_abs) noexcept {
   if (policy != range_policy::streaming) return 0;
   std::int32_t e = exponent;
-  while (e < streaming_max_exponent && static_cast<double>(batch_max_abs) >= std::ldexp(1.0, e)) ++e;
+  while (e < streaming_max_exponent && static_cast<double>(batch_max_abs) >= std::ldexp(1.0, e))
+    ++e;
   const std::int32_t doublings = e - exponent;
   if (doublings > 0) {
     exponent = e;
@@ -105,7 +108,8 @@ std::int32_t range_state::grow_for(float batch_max_abs) noexcept {
 }
 
 void range_state::end_range_pass(float max_abs, const std::string& who) {
-  if (policy != range_policy::two_pass) fail(errc::invalid_option, who, "end_range_pass() needs two_pass");
+  if (policy != range_policy::two_pass)
+    fail(errc::invalid_option, who, "end_range_pass() needs two_pass");
   if (range_done) fail(errc::invalid_option, who, "end_range_pass() called twice");
   // numerics.md 1.5: hi = max(max_abs, 2^-64); the floor also covers subnormal maxima.
   const float floor = std::ldexp(1.0f, streaming_min_exponent);

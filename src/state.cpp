@@ -96,8 +96,8 @@ status check_state(const calibrator_state& s, std::string* why) {
         }
         for (std::size_t j = 0; j < s.counts.size(); ++j) {
           if (s.counts[j] != 0) {
-            return bad(errc::invalid_option, "counts[" + std::to_string(j) + "] = " +
-                                                 std::to_string(s.counts[j]) +
+            return bad(errc::invalid_option, "counts[" + std::to_string(j) +
+                                                 "] = " + std::to_string(s.counts[j]) +
                                                  " before the range pass (must be 0)");
           }
         }
@@ -116,8 +116,8 @@ status check_state(const calibrator_state& s, std::string* why) {
                                              std::to_string(streaming_max_exponent));
       }
       if (!same_bits(sp.hi, std::ldexp(1.0f, s.exponent))) {
-        return bad(errc::invalid_option, "hi " + show(sp.hi) + " is not 2^exponent = 2^" +
-                                             std::to_string(s.exponent));
+        return bad(errc::invalid_option,
+                   "hi " + show(sp.hi) + " is not 2^exponent = 2^" + std::to_string(s.exponent));
       }
       if (!s.range_done) return bad(errc::invalid_option, not_done);
       break;
@@ -130,8 +130,7 @@ status check_state(const calibrator_state& s, std::string* why) {
     return bad(errc::invalid_option, "stats.max_abs " + show(t.max_abs) + " is negative");
   if (t.finite_count == 0) {
     if (t.max_abs != 0.0f)
-      return bad(errc::invalid_option,
-                 "stats.max_abs " + show(t.max_abs) + " with finite_count 0");
+      return bad(errc::invalid_option, "stats.max_abs " + show(t.max_abs) + " with finite_count 0");
     if (t.min != std::numeric_limits<float>::infinity())
       return bad(errc::invalid_option,
                  "stats.min " + show(t.min) + " with finite_count 0 (must be +inf)");
@@ -170,7 +169,8 @@ status merge(calibrator_state& into, const calibrator_state& from) noexcept {
     if (plan.fold_from == 0) {
       if (status st = cpu::histogram_fold_pow2(into.counts.data(), bins, plan.fold_into); !st.ok())
         return st;
-      for (std::int32_t j = 0; j < bins; ++j) into.counts[std::size_t(j)] += from.counts[std::size_t(j)];
+      for (std::int32_t j = 0; j < bins; ++j)
+        into.counts[std::size_t(j)] += from.counts[std::size_t(j)];
     } else {
       std::vector<std::uint64_t> other;
       try {
@@ -196,10 +196,9 @@ bool operator==(const calibrator_state& a, const calibrator_state& b) noexcept {
   const tensor_stats& x = a.stats;
   const tensor_stats& y = b.stats;
   return a.policy == b.policy && detail::same_spec(a.spec, b.spec) && a.exponent == b.exponent &&
-         a.range_done == b.range_done && a.counts == b.counts &&
-         x.finite_count == y.finite_count && x.nan_count == y.nan_count &&
-         x.inf_count == y.inf_count && same_bits(x.max_abs, y.max_abs) &&
-         same_bits(x.min, y.min) && same_bits(x.max, y.max);
+         a.range_done == b.range_done && a.counts == b.counts && x.finite_count == y.finite_count &&
+         x.nan_count == y.nan_count && x.inf_count == y.inf_count &&
+         same_bits(x.max_abs, y.max_abs) && same_bits(x.min, y.min) && same_bits(x.max, y.max);
 }
 
 }  // namespace klcal

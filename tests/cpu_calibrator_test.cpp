@@ -1,4 +1,7 @@
-// CPU calibrator and calibrator states vs klcal::reference: policies, exact order-free merges, errors.
+// CPU calibrator and calibrator states vs klcal::reference: policies, exact order-free merges,
+// errors.
+#include "klcal/cpu_calibrator.hpp"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -12,7 +15,6 @@
 #include <string>
 #include <vector>
 
-#include "klcal/cpu_calibrator.hpp"
 #include "klcal/reference.hpp"
 #include "klcal/state.hpp"
 #include "test_data.hpp"
@@ -123,7 +125,8 @@ TEST(cpu_calibrator, two_pass_all_zero_and_subnormal_use_the_floor) {
 TEST(cpu_calibrator, streaming_equals_reference_in_any_order) {
   const float scales[] = {1e-3f, 0.5f, 40.0f, 3.0f, 1e5f};
   std::vector<std::vector<unsigned char>> bs;
-  for (int i = 0; i < 5; ++i) bs.push_back(encode(values(2000 + 333 * i, scales[i], 30 + i), dtype::bf16));
+  for (int i = 0; i < 5; ++i)
+    bs.push_back(encode(values(2000 + 333 * i, scales[i], 30 + i), dtype::bf16));
   reference::streaming_histogram ref;
   ASSERT_TRUE(ref.init(1024).ok());
   cal fwd = cal::streaming(1024), rev = cal::streaming(1024);
@@ -258,20 +261,32 @@ TEST(calibrator_state, validate_names_each_broken_invariant) {
     EXPECT_EQ(code_of([&] { (void)cal::from_state(s); }), want);
   };
   broken([](calibrator_state& s) { s.counts.pop_back(); }, errc::invalid_option);
-  broken([](calibrator_state& s) { s.policy = static_cast<range_policy>(7); }, errc::invalid_option);
+  broken([](calibrator_state& s) { s.policy = static_cast<range_policy>(7); },
+         errc::invalid_option);
   broken([](calibrator_state& s) { s.exponent = 128; }, errc::invalid_option);
   broken([](calibrator_state& s) { s.exponent += 1; }, errc::invalid_option);  // hi != 2^e
   broken([](calibrator_state& s) { s.spec.hi = 3.0f; }, errc::invalid_option);
   broken([](calibrator_state& s) { s.spec.kind = layout::signed_; }, errc::invalid_option);
   broken([](calibrator_state& s) { s.range_done = false; }, errc::invalid_option);
   broken([](calibrator_state& s) { s.stats.max_abs = std::nanf(""); }, errc::invalid_option);
-  broken([](calibrator_state& s) { s.spec.bins = 1; s.counts.resize(1); }, errc::too_few_bins);
-  broken([](calibrator_state& s) {
-    s.spec.bins = 384;
-    s.counts.resize(384);
-  }, errc::bins_not_power_of_two);
-  broken([](calibrator_state& s) { s.stats = tensor_stats{}; s.stats.max_abs = 1.0f; },
-         errc::invalid_option);
+  broken(
+      [](calibrator_state& s) {
+        s.spec.bins = 1;
+        s.counts.resize(1);
+      },
+      errc::too_few_bins);
+  broken(
+      [](calibrator_state& s) {
+        s.spec.bins = 384;
+        s.counts.resize(384);
+      },
+      errc::bins_not_power_of_two);
+  broken(
+      [](calibrator_state& s) {
+        s.stats = tensor_stats{};
+        s.stats.max_abs = 1.0f;
+      },
+      errc::invalid_option);
 
   calibrator_state tp = cal::two_pass(100).state();
   ASSERT_TRUE(validate(tp).ok());
@@ -313,7 +328,8 @@ TEST(cpu_calibrator, misuse_throws_its_code) {
     f.merge(s);
     ADD_FAILURE();
   } catch (const error& e) {
-    EXPECT_NE(std::string(e.what()).find("different range policies"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("different range policies"), std::string::npos)
+        << e.what();
   }
 }
 

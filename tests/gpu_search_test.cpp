@@ -12,10 +12,10 @@
 #include <string>
 #include <vector>
 
-#include "klcal/internal/gpu_policy.hpp"
-#include "klcal/internal/search_detail.hpp"
 #include "golden.hpp"
 #include "gpu_fixture.hpp"
+#include "klcal/internal/gpu_policy.hpp"
+#include "klcal/internal/search_detail.hpp"
 #include "klcal/reference.hpp"
 #include "klcal/threshold.hpp"
 
@@ -82,7 +82,8 @@ histogram_spec signed_spec(std::int32_t bins, float hi = 3.0f) {
 }
 
 /// Runs all cases in one klcal::search call on `stream` (through `path`, see
-/// klcal/internal/search_detail.hpp) and copies the results back. Fails the test (ASSERT) on any error.
+/// klcal/internal/search_detail.hpp) and copies the results back. Fails the test (ASSERT) on any
+/// error.
 void run_gpu(const std::vector<host_case>& cases, std::vector<gpu_output>* out,
              cudaStream_t stream = nullptr,
              klcal::detail::search_path path = klcal::detail::search_path::automatic) {

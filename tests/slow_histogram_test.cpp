@@ -12,9 +12,9 @@
 #include <string>
 #include <vector>
 
-#include "klcal/internal/histogram_detail.hpp"
 #include "gpu_fixture.hpp"
 #include "klcal/histogram.hpp"
+#include "klcal/internal/histogram_detail.hpp"
 #include "klcal/reference.hpp"
 
 namespace klcal::test {

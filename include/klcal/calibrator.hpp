@@ -4,7 +4,7 @@
 
 #include "klcal/config.hpp"
 #if !KLCAL_WITH_CUDA
-#error "klcal was built without CUDA (KLCAL_ENABLE_CUDA=OFF): the GPU API is not available; use klcal/cpu.hpp and klcal/cpu_calibrator.hpp"
+#error "klcal was built without CUDA: no GPU API; use klcal/cpu.hpp, klcal/cpu_calibrator.hpp"
 #endif
 
 #include <cstddef>

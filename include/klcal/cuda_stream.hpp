@@ -1,4 +1,5 @@
-// Declares cudaStream_t exactly as the CUDA runtime does, so the GPU API headers compile with g++ alone.
+// Declares cudaStream_t exactly as the CUDA runtime does, so the GPU API headers compile with g++
+// alone.
 #pragma once
 
 // Identical to the CUDA runtime's own declaration; repeating a typedef of the same type is legal.

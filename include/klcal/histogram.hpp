@@ -3,7 +3,7 @@
 
 #include "klcal/config.hpp"
 #if !KLCAL_WITH_CUDA
-#error "klcal was built without CUDA (KLCAL_ENABLE_CUDA=OFF): the GPU API is not available; use klcal/cpu.hpp and klcal/cpu_calibrator.hpp"
+#error "klcal was built without CUDA: no GPU API; use klcal/cpu.hpp, klcal/cpu_calibrator.hpp"
 #endif
 
 #include <cstddef>
@@ -27,8 +27,7 @@ namespace klcal {
 /// `n` elements of type `t` into *d_stats. NaN and Inf never change max_abs/min/max.
 /// Precondition: *d_stats was initialised (a default-constructed tensor_stats copied over).
 status tensor_stats_accumulate(void* d_temp, std::size_t& temp_bytes, const void* d_in, dtype t,
-                               std::int64_t n, tensor_stats* d_stats,
-                               cudaStream_t stream) noexcept;
+                               std::int64_t n, tensor_stats* d_stats, cudaStream_t stream) noexcept;
 
 /// Adds the histogram of `n` elements of type `t` to d_counts[0 .. spec.bins), binned exactly as
 /// docs/numerics.md section 1 says (NaN and Inf are skipped; count them with

@@ -36,7 +36,7 @@ struct calibrator_state {
   range_policy policy = range_policy::fixed;
   histogram_spec spec{};
   std::int32_t exponent = streaming_min_exponent;  ///< streaming: spec.hi == 2^exponent
-  bool range_done = true;  ///< two_pass: end_range_pass() was called
+  bool range_done = true;                          ///< two_pass: end_range_pass() was called
   std::vector<std::uint64_t> counts;
   tensor_stats stats{};
 };

@@ -1,4 +1,4 @@
-// Status codes returned by every noexcept klcal function, and the exception the owning layers throw.
+// Status codes of every noexcept klcal function, and the exception the owning layers throw.
 #pragma once
 
 #include <stdexcept>
@@ -9,12 +9,12 @@ namespace klcal {
 /// Why a klcal call failed. Every invalid argument of docs/numerics.md section 6 has its own code.
 enum class errc : int {
   ok = 0,
-  too_few_bins,           ///< bins < 2
-  too_many_bins,          ///< bins > klcal::max_bins (2^24)
-  start_bin_out_of_range, ///< start_bin < 1 or bins < start_bin
-  invalid_stride,         ///< stride < 1
-  invalid_bits,           ///< bits outside 2..16
-  invalid_range,          ///< hi <= lo, a non-finite bound or width, or lo != 0 for the abs layout
+  too_few_bins,            ///< bins < 2
+  too_many_bins,           ///< bins > klcal::max_bins (2^24)
+  start_bin_out_of_range,  ///< start_bin < 1 or bins < start_bin
+  invalid_stride,          ///< stride < 1
+  invalid_bits,            ///< bits outside 2..16
+  invalid_range,           ///< hi <= lo, a non-finite bound or width, or lo != 0 for the abs layout
   bins_not_odd,           ///< mxnet rule set with an even bin count or a range other than [-hi, hi]
   bins_not_power_of_two,  ///< streaming range policy with a bin count that is not a power of two
   null_pointer,           ///< a null pointer where data is required (n > 0)

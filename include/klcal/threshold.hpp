@@ -3,7 +3,7 @@
 
 #include "klcal/config.hpp"
 #if !KLCAL_WITH_CUDA
-#error "klcal was built without CUDA (KLCAL_ENABLE_CUDA=OFF): the GPU API is not available; use klcal/cpu.hpp and klcal/cpu_calibrator.hpp"
+#error "klcal was built without CUDA: no GPU API; use klcal/cpu.hpp, klcal/cpu_calibrator.hpp"
 #endif
 
 #include <cstddef>
@@ -18,7 +18,7 @@ namespace klcal {
 struct search_task {
   const std::uint64_t* d_counts = nullptr;  ///< spec.bins counts in device memory
   histogram_spec spec{};                    ///< layout and range the counts were collected with
-  float max_abs = 0.0f;  ///< exact largest finite |x| (used by method::max only)
+  float max_abs = 0.0f;                     ///< exact largest finite |x| (used by method::max only)
   search_options opts{};
   double* d_curve = nullptr;  ///< optional: candidate_count(spec, opts) scores, or nullptr
 };

@@ -1,4 +1,5 @@
-// Plain value types shared by every klcal layer: element types, histogram specs, search options and results.
+// Plain value types shared by every klcal layer: element types, histogram specs, search options and
+// results.
 #pragma once
 
 #include <cstddef>
@@ -44,9 +45,9 @@ struct tensor_stats {
   std::uint64_t finite_count = 0;  ///< values that are neither NaN nor +-Inf
   std::uint64_t nan_count = 0;
   std::uint64_t inf_count = 0;
-  float max_abs = 0.0f;  ///< largest finite |x| (0 when none)
-  float min = std::numeric_limits<float>::infinity();    ///< smallest finite x (+inf when none)
-  float max = -std::numeric_limits<float>::infinity();   ///< largest finite x (-inf when none)
+  float max_abs = 0.0f;                                 ///< largest finite |x| (0 when none)
+  float min = std::numeric_limits<float>::infinity();   ///< smallest finite x (+inf when none)
+  float max = -std::numeric_limits<float>::infinity();  ///< largest finite x (-inf when none)
 };
 
 /// Merges the statistics of two disjoint sets of values into `into` (numerics.md 1.4): counts

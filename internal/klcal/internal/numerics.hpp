@@ -1,4 +1,5 @@
-// The one copy of the numerics helpers that the CPU backend (src/) and the kernels (kernels/) share.
+// The one copy of the numerics helpers that the CPU backend (src/) and the kernels (kernels/)
+// share.
 #pragma once
 
 #include <cstdint>
