@@ -194,21 +194,22 @@ double reference_search_seconds(const std::vector<std::vector<std::uint64_t>>& h
 }
 
 // args: impl (0 cpu, 1 reference), rules (0 tensorrt 2048 abs, 1 mxnet 8001 signed, 2 mse
-// on the tensorrt histogram),
-// histograms, threads
+// on the tensorrt histogram, 3 mse on 16384 abs bins), histograms, threads
 void bm_search(benchmark::State& state) {
   const bool is_ref = state.range(0) == 1;
   const bool mx = state.range(1) == 1;
-  const bool mse = state.range(1) == 2;
+  const bool mse = state.range(1) >= 2;
+  const bool wide = state.range(1) == 3;
   const auto count = static_cast<std::size_t>(state.range(2));
   const int threads = static_cast<int>(state.range(3));
-  const histogram_spec spec = spec_of(mx);
+  const histogram_spec spec = wide ? histogram_spec{layout::abs, 16384, 0.0f, 5.0f} : spec_of(mx);
   klcal::search_options o = mx ? klcal::search_options::mxnet() : klcal::search_options::tensorrt();
   if (mse) o.meth = klcal::method::mse;
   state.SetLabel(std::string(is_ref ? "reference " : "cpu ") +
-                 (mx    ? "mxnet 8001"
-                  : mse ? "mse 2048"
-                        : "tensorrt 2048") +
+                 (mx     ? "mxnet 8001"
+                  : wide ? "mse 16384"
+                  : mse  ? "mse 2048"
+                         : "tensorrt 2048") +
                  " histograms " + std::to_string(count) + " threads " + std::to_string(threads));
   std::vector<std::vector<std::uint64_t>> hs;
   for (std::size_t k = 0; k < count; ++k) hs.push_back(search_counts(spec, k + 1));
@@ -248,6 +249,7 @@ BENCHMARK(bm_search)
     ->Args({0, 1, 1, 1})
     ->Args({0, 2, 1, 1})
     ->Args({1, 2, 1, 1})
+    ->Args({0, 3, 1, 1})
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(bm_search)->Args({1, 1, 1, 1})->Iterations(1)->Unit(benchmark::kMillisecond);
 // Several threads: wall-clock time.

@@ -266,4 +266,40 @@ TEST(cpu_search_property, batched_and_threaded_equal_one_by_one) {
   }
 }
 
+// The exact integer level form of mse (numerics.md 4.1) at its limits: a total near 2^63,
+// 8192 bins, the largest fp32 range, and qmax from 127 to 2047 (both CPU paths). Besides the
+// usual tolerance, every curve entry must be within 1e-11 relative: the reference's own
+// summation error is below B eps = 9e-13 there, and the level form is exact up to a few ulps.
+TEST(cpu_search_property, mse_extreme_counts) {
+  tally t;
+  const std::int32_t bins = 8192;
+  std::vector<std::uint64_t> c(static_cast<std::size_t>(bins));
+  for (std::int32_t j = 0; j < bins; ++j)
+    c[std::size_t(j)] = (std::uint64_t{1} << 50) + (std::uint64_t(j) * 2654435761u) % (1u << 31);
+  for (const int bits : {8, 11})
+    for (const bool uns : {false, true}) {
+      search_options o;
+      o.meth = klcal::method::mse;
+      o.bits = bits;
+      o.is_unsigned = uns;
+      o.start_bin = 1;
+      o.stride = 7;
+      const histogram_spec spec{layout::abs, bins, 0.0f, 3.0e38f};
+      const std::string what = "bits " + std::to_string(bits) + (uns ? " unsigned" : " signed");
+      check_case(c, spec, o, 2, t, what);
+      ref::search_output ro;
+      ASSERT_TRUE(ref::search(c, spec, 1.0f, o, &ro).ok());
+      std::vector<double> curve(ro.curve.size());
+      cpu::search_task task;
+      task.h_counts = c.data();
+      task.spec = spec;
+      task.opts = o;
+      task.h_curve = curve.data();
+      klcal::search_result r;
+      ASSERT_TRUE(cpu::search(&task, 1, &r, 1).ok());
+      for (std::size_t k = 0; k < curve.size(); ++k)
+        ASSERT_LE(std::fabs(curve[k] - ro.curve[k]), 1e-11 * ro.curve[k]) << what << " " << k;
+    }
+}
+
 }  // namespace
