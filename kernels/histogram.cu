@@ -4,12 +4,12 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "klcal/internal/cuda_status.hpp"
-#include "histogram.cuh"
 #include "func_attributes.cuh"
-#include "klcal/internal/histogram_detail.hpp"
+#include "histogram.cuh"
 #include "klcal/histogram.hpp"
+#include "klcal/internal/cuda_status.hpp"
 #include "klcal/internal/gpu_policy.hpp"
+#include "klcal/internal/histogram_detail.hpp"
 
 namespace klcal {
 namespace detail {
@@ -73,12 +73,18 @@ status check_task(const void* d_in, dtype t, std::int64_t n, const histogram_spe
   return {};
 }
 
-/// Number of blocks and contiguous elements per block for one tensor: enough blocks to fill
-/// the device (`target_blocks`), never fewer than a block per hist_max_elems_per_block, and no
-/// block with less than hist_min_elems_per_block unless the tensor is that small.
-void split(std::int64_t n, std::int64_t target_blocks, std::int64_t& blocks,
-           std::int64_t& elems_per_block) {
+/// Shared memory of the per-thread hot-bin and NaN/Inf slots behind the sub-histograms.
+constexpr int slot_bytes = hist_slot_words * 4;
+
+/// Number of blocks and contiguous elements per block for one tensor: up to `target_blocks`
+/// (its share of a wave), no block with fewer than hist_min_elems_per_block elements, a block
+/// that flushes a shared histogram of `flushed_bins` bins gets at least hist_min_elems_per_bin
+/// elements per bin (0: no flush, no such limit), and never fewer than a block per
+/// hist_max_elems_per_block (the 32-bit counter rule, numerics.md 1.2 rule 6).
+void split(std::int64_t n, std::int64_t target_blocks, std::int64_t flushed_bins,
+           std::int64_t& blocks, std::int64_t& elems_per_block) {
   std::int64_t b = std::min(ceil_div(n, hist_min_elems_per_block), target_blocks);
+  if (flushed_bins > 0) b = std::min(b, n / (hist_min_elems_per_bin * flushed_bins));
   b = std::max({b, ceil_div(n, hist_max_elems_per_block), std::int64_t{1}});
   elems_per_block = ceil_div(n, b);
   // Multiples of 16 elements keep every chunk's start 16-byte aligned when the tensor's is.
@@ -92,31 +98,43 @@ void split(std::int64_t n, std::int64_t target_blocks, std::int64_t& blocks,
 int copies_for(std::int32_t bins, const device_shape& d) {
   const std::int64_t one = std::int64_t{bins} * 4;
   // Some shared memory stays free for the kernel's static part (the statistics reduction).
-  if (one > d.smem_optin - hist_static_smem_reserve) return 0;
-  const std::int64_t fit = hist_default_smem_bytes / one;
+  if (one + slot_bytes > d.smem_optin - hist_static_smem_reserve) return 0;
+  const std::int64_t fit = (hist_default_smem_bytes - slot_bytes) / one;
   return static_cast<int>(std::clamp<std::int64_t>(fit, 1, hist_max_sub_histograms));
 }
 
-/// Launches tasks[0 .. num) (num <= MaxTasks), all already validated. The grid of each task is
-/// one full wave of resident blocks (occupancy for this launch's shared memory), so a large
-/// tensor is streamed by every SM at once without a tail wave.
-template <int MaxTasks, bool WithStats = false>
-status launch_tasks(const histogram_task* tasks, int num, const device_shape& d,
-                    cudaStream_t stream, tensor_stats* d_stats = nullptr) {
-  // Pass 1: shared memory of the launch = the largest per-task requirement.
+/// Dynamic shared memory of a task binned with `copies` sub-histograms (0: none).
+int smem_bytes_for(std::int32_t bins, int copies) {
+  return copies == 0 ? 0 : copies * bins * 4 + slot_bytes;
+}
+
+/// The bin every thread counts in a register: the one that holds 0 (the zero spike).
+std::int32_t hot_bin_of(const histogram_spec& s) {
+  return zero_bin_index(s.kind, s.bins, s.lo, s.hi);
+}
+
+/// Launches tasks[0 .. num) (num <= MaxTasks, n > 0, all of element type T and layout L, all
+/// already validated) as one grid of one wave of resident blocks (occupancy for this launch's
+/// shared memory), shared among the tasks in proportion to their sizes: a single large tensor is
+/// streamed by every SM at once without a tail wave, and a batch of many tensors does not give
+/// each of them a whole wave (which would multiply the blocks' zero + flush work by the task
+/// count).
+template <dtype T, layout L, int MaxTasks, bool WithStats>
+status launch_typed(const histogram_task* const* tasks, int num, const device_shape& d,
+                    cudaStream_t stream, tensor_stats* d_stats) {
+  // Pass 1: shared memory of the launch = the largest per-task requirement; the total size.
   int smem = 0;
-  bool any = false;
+  double total_n = 0.0;
   for (int i = 0; i < num; ++i) {
-    if (tasks[i].n == 0) continue;
-    any = true;
-    smem = std::max(smem, copies_for(tasks[i].spec.bins, d) * tasks[i].spec.bins * 4);
+    const std::int32_t bins = tasks[i]->spec.bins;
+    smem = std::max(smem, smem_bytes_for(bins, copies_for(bins, d)));
+    total_n += static_cast<double>(tasks[i]->n);
   }
-  if (!any) return {};
-  const auto kernel = histogram_block_private_kernel<MaxTasks, WithStats>;
+  const auto kernel = histogram_block_private_kernel<T, L, MaxTasks, WithStats>;
   // The limit is raised once per device to the most any launch of this kernel uses there
   // (copies_for keeps every launch within smem_optin minus the static reserve).
   if (smem > hist_default_smem_bytes)
-    KLCAL_CHECK((raise_dynamic_smem_once<histogram_block_private_kernel<MaxTasks, WithStats>>(
+    KLCAL_CHECK((raise_dynamic_smem_once<histogram_block_private_kernel<T, L, MaxTasks, WithStats>>(
         d.device, d.smem_optin - hist_static_smem_reserve)));
   int per_sm = 0;
   if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, hist_block_threads, smem) !=
@@ -125,45 +143,71 @@ status launch_tasks(const histogram_task* tasks, int num, const device_shape& d,
     (void)cudaGetLastError();
     per_sm = hist_blocks_per_sm;
   }
-  const std::int64_t target_blocks = std::int64_t{d.sms} * per_sm;
+  const double wave = static_cast<double>(d.sms) * per_sm;
 
   // Pass 2: descriptors and the block prefix.
   hist_launch_params<MaxTasks> p{};
   std::int64_t total_blocks = 0;
-  int k = 0;
-  for (int i = 0; i < num; ++i) {
-    const histogram_task& t = tasks[i];
-    if (t.n == 0) continue;  // no blocks for an empty task
-    std::int64_t blocks = 0, epb = 0;
-    split(t.n, target_blocks, blocks, epb);
+  for (int k = 0; k < num; ++k) {
+    const histogram_task& t = *tasks[k];
     // Every task uses as many copies as the launch's shared memory (allocated for every block
     // anyway) holds; 0 = global atomics for histograms too large for shared memory.
-    const int copies = copies_for(t.spec.bins, d) == 0
-                           ? 0
-                           : std::min(hist_max_sub_histograms, smem / (t.spec.bins * 4));
-    const kernel_bin_params bp = kernel_params_of(t.spec);
+    const int copies =
+        copies_for(t.spec.bins, d) == 0
+            ? 0
+            : std::min(hist_max_sub_histograms, (smem - slot_bytes) / (t.spec.bins * 4));
+    // The task's share of the wave (at least one block; split() adds blocks where the 32-bit
+    // counter rule needs them).
+    const auto share = static_cast<std::int64_t>(wave * (static_cast<double>(t.n) / total_n));
+    std::int64_t blocks = 0, epb = 0;
+    split(t.n, std::max<std::int64_t>(share, 1), copies == 0 ? 0 : t.spec.bins, blocks, epb);
+    const bin_params bp = make_bin_params(t.spec.bins, t.spec.lo, t.spec.hi);
     p.tasks[k] = hist_task_desc{t.d_in,
                                 reinterpret_cast<unsigned long long*>(t.d_counts),
                                 d_stats,
                                 t.n,
                                 epb,
-                                bp.p.lo,
-                                bp.p.scale,
+                                bp.lo,
+                                bp.scale,
                                 t.spec.bins,
-                                static_cast<std::uint8_t>(t.type),
-                                static_cast<std::uint8_t>(bp.is_abs ? 1 : 0),
-                                static_cast<std::uint8_t>(copies),
+                                hot_bin_of(t.spec),
+                                copies,
                                 0};
     p.block_begin[k] = static_cast<std::int32_t>(total_blocks);
     total_blocks += blocks;
     if (total_blocks > 0x7fffffff) return errc::invalid_count;  // cannot happen: <= 2^31 blocks
-    ++k;
   }
-  p.num_tasks = k;
-  p.block_begin[k] = static_cast<std::int32_t>(total_blocks);
+  p.num_tasks = num;
+  p.block_begin[num] = static_cast<std::int32_t>(total_blocks);
   kernel<<<static_cast<unsigned>(total_blocks), hist_block_threads, smem, stream>>>(p);
   KLCAL_TRY(cudaGetLastError());
   return {};
+}
+
+/// The instantiation for element type t and layout k (one per pair: the kernel's loop holds
+/// only that type's widening and that layout's formula).
+template <int MaxTasks, bool WithStats>
+status launch_tasks(const histogram_task* const* tasks, int num, dtype t, layout k,
+                    const device_shape& d, cudaStream_t stream, tensor_stats* d_stats = nullptr) {
+  const bool abs = k == layout::abs;
+  switch (t) {
+    case dtype::f32:
+      return abs ? launch_typed<dtype::f32, layout::abs, MaxTasks, WithStats>(tasks, num, d, stream,
+                                                                              d_stats)
+                 : launch_typed<dtype::f32, layout::signed_, MaxTasks, WithStats>(tasks, num, d,
+                                                                                  stream, d_stats);
+    case dtype::f16:
+      return abs ? launch_typed<dtype::f16, layout::abs, MaxTasks, WithStats>(tasks, num, d, stream,
+                                                                              d_stats)
+                 : launch_typed<dtype::f16, layout::signed_, MaxTasks, WithStats>(tasks, num, d,
+                                                                                  stream, d_stats);
+    case dtype::bf16:
+      return abs ? launch_typed<dtype::bf16, layout::abs, MaxTasks, WithStats>(tasks, num, d,
+                                                                               stream, d_stats)
+                 : launch_typed<dtype::bf16, layout::signed_, MaxTasks, WithStats>(tasks, num, d,
+                                                                                   stream, d_stats);
+  }
+  return errc::invalid_dtype;
 }
 
 }  // namespace
@@ -203,7 +247,8 @@ status histogram_stats_accumulate(const void* d_in, dtype t, std::int64_t n,
   device_shape d;
   KLCAL_CHECK(query_device(d));
   const histogram_task task{d_in, n, t, spec, d_counts};
-  return launch_tasks<1, true>(&task, 1, d, stream, d_stats);
+  const histogram_task* one = &task;
+  return launch_tasks<1, true>(&one, 1, t, spec.kind, d, stream, d_stats);
 }
 
 status add_counts(std::uint64_t* d_dst, const std::uint64_t* d_src, std::int64_t n,
@@ -264,7 +309,7 @@ status tensor_stats_accumulate(void* d_temp, std::size_t& temp_bytes, const void
     per_sm = hist_blocks_per_sm;
   }
   std::int64_t blocks = 0, epb = 0;
-  split(n, std::int64_t{d.sms} * per_sm, blocks, epb);
+  split(n, std::int64_t{d.sms} * per_sm, 0, blocks, epb);
   const unsigned grid = static_cast<unsigned>(blocks);
   switch (t) {
     case dtype::f32:
@@ -293,7 +338,8 @@ status histogram_accumulate(void* d_temp, std::size_t& temp_bytes, const void* d
   device_shape d;
   KLCAL_CHECK(query_device(d));
   const histogram_task task{d_in, n, t, spec, d_counts};
-  return launch_tasks<1>(&task, 1, d, stream);
+  const histogram_task* one = &task;
+  return launch_tasks<1, false>(&one, 1, t, spec.kind, d, stream);
 }
 
 status histogram_accumulate_batched(void* d_temp, std::size_t& temp_bytes,
@@ -309,11 +355,27 @@ status histogram_accumulate_batched(void* d_temp, std::size_t& temp_bytes,
   if (num_tasks == 0) return {};
   device_shape d;
   KLCAL_CHECK(query_device(d));
-  // Each task gets up to one wave of blocks; small tasks get one block per
-  // hist_min_elems_per_block, so a batch of small tensors is one launch of many blocks.
-  for (std::int32_t first = 0; first < num_tasks; first += hist_batch_tasks_per_launch) {
-    const int num = std::min(hist_batch_tasks_per_launch, num_tasks - first);
-    KLCAL_CHECK(launch_tasks<hist_batch_tasks_per_launch>(h_tasks + first, num, d, stream));
+  // One launch per element type and layout present (per hist_batch_tasks_per_launch tasks of
+  // it), in task order; the tasks of a launch share its wave in proportion to their sizes, so a
+  // batch of small tensors is one launch of a wave of blocks. Tasks with n == 0 take no blocks.
+  const histogram_task* chunk[hist_batch_tasks_per_launch];
+  for (dtype t : {dtype::f32, dtype::f16, dtype::bf16}) {
+    for (layout k : {layout::abs, layout::signed_}) {
+      int num = 0;
+      for (std::int32_t i = 0; i < num_tasks; ++i) {
+        const histogram_task& task = h_tasks[i];
+        if (task.n == 0 || task.type != t || task.spec.kind != k) continue;
+        chunk[num++] = &task;
+        if (num == hist_batch_tasks_per_launch) {
+          KLCAL_CHECK(
+              (launch_tasks<hist_batch_tasks_per_launch, false>(chunk, num, t, k, d, stream)));
+          num = 0;
+        }
+      }
+      if (num > 0)
+        KLCAL_CHECK(
+            (launch_tasks<hist_batch_tasks_per_launch, false>(chunk, num, t, k, d, stream)));
+    }
   }
   return {};
 }

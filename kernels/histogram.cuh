@@ -8,9 +8,9 @@
 
 #include <cstdint>
 
-#include "klcal/types.hpp"
 #include "klcal/internal/gpu_policy.hpp"
 #include "klcal/internal/numerics.hpp"
+#include "klcal/types.hpp"
 
 // Large task tables are read with dynamic indices; __grid_constant__ lets the kernel read them
 // straight from parameter memory instead of copying the whole struct to local memory.
@@ -51,19 +51,48 @@ struct elem<dtype::bf16> {
   }
 };
 
-/// Calls f(x) for every element of [p, p + count) of type T, with the block's threads sharing
-/// the work: a scalar head up to the first 16-byte boundary, 16-byte vector loads, a scalar
-/// tail. Pointers that are not even element-aligned are read byte by byte (correct, slow).
+/// The elements of one 16-byte vector, widened exactly, in memory order (little endian: the
+/// low half of a word first).
+template <dtype T>
+inline constexpr int elems_per_vector = 16 / elem<T>::size;
+
+template <dtype T, class F>
+__device__ __forceinline__ void for_each_in_vector(const uint4& w, F& f) {
+  const unsigned int words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    if constexpr (T == dtype::f32) {
+      f(__uint_as_float(words[k]));
+    } else if constexpr (T == dtype::f16) {
+      f(elem<T>::widen(static_cast<unsigned short>(words[k] & 0xffffu)));
+      f(elem<T>::widen(static_cast<unsigned short>(words[k] >> 16)));
+    } else {
+      // bf16 is the upper half of an fp32: shifting the low half up and masking the high half
+      // in place are the exact widenings (one instruction each).
+      f(__uint_as_float(words[k] << 16));
+      f(__uint_as_float(words[k] & 0xffff0000u));
+    }
+  }
+}
+
+/// Calls f(x) for every element of [p, p + count) of type T, with the block's
+/// hist_block_threads threads sharing the work: a scalar head up to the first 16-byte boundary,
+/// 16-byte vector loads, a scalar tail. Pointers that are not even element-aligned are read
+/// byte by byte (correct, slow). In the steady state every thread issues
+/// hist_vectors_in_flight independent 16-byte loads before it uses the first one, so several
+/// loads per thread are in flight while it bins (one at a time would leave the memory system
+/// idle during the binning of each vector). Precondition: count < 2^31 (the policy's
+/// hist_max_elems_per_block), so vector indices fit in an int.
 template <dtype T, class F>
 __device__ __forceinline__ void for_each_in_block(const unsigned char* p, std::int64_t count,
                                                   F&& f) {
   using E = elem<T>;
   using bits_t = typename E::bits_t;
+  constexpr int threads = hist_block_threads;
   const std::uintptr_t addr = reinterpret_cast<std::uintptr_t>(p);
   const int tid = threadIdx.x;
-  const int nthreads = blockDim.x;
   if (addr % E::size != 0) {
-    for (std::int64_t i = tid; i < count; i += nthreads) {
+    for (std::int64_t i = tid; i < count; i += threads) {
       const unsigned char* q = p + i * E::size;
       unsigned int b = 0;
       for (int k = 0; k < E::size; ++k) b |= static_cast<unsigned int>(q[k]) << (8 * k);
@@ -75,25 +104,20 @@ __device__ __forceinline__ void for_each_in_block(const unsigned char* p, std::i
   std::int64_t head = static_cast<std::int64_t>((16 - addr % 16) % 16) / E::size;
   if (head > count) head = count;
   if (tid < head) f(E::widen(e[tid]));
-  constexpr int per_vec = 16 / E::size;
-  const std::int64_t nvec = (count - head) / per_vec;
+  constexpr int per_vec = elems_per_vector<T>;
+  const int nvec = static_cast<int>((count - head) / per_vec);
   const uint4* v = reinterpret_cast<const uint4*>(e + head);
-#pragma unroll 2
-  for (std::int64_t i = tid; i < nvec; i += nthreads) {
-    const uint4 w = v[i];
-    const unsigned int words[4] = {w.x, w.y, w.z, w.w};
-    if constexpr (E::size == 4) {
+  constexpr int in_flight = hist_vectors_in_flight;
+  int i = tid;
+  for (; i + (in_flight - 1) * threads < nvec; i += in_flight * threads) {
+    uint4 w[in_flight];
 #pragma unroll
-      for (int k = 0; k < 4; ++k) f(E::widen(words[k]));
-    } else {
+    for (int u = 0; u < in_flight; ++u) w[u] = __ldg(v + i + u * threads);
 #pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        f(E::widen(static_cast<bits_t>(words[k] & 0xffffu)));  // little endian: low half first
-        f(E::widen(static_cast<bits_t>(words[k] >> 16)));
-      }
-    }
+    for (int u = 0; u < in_flight; ++u) for_each_in_vector<T>(w[u], f);
   }
-  const std::int64_t done = head + nvec * per_vec;
+  for (; i < nvec; i += threads) for_each_in_vector<T>(__ldg(v + i), f);
+  const std::int64_t done = head + std::int64_t{nvec} * per_vec;
   const std::int64_t tail = count - done;
   if (tid < tail) f(E::widen(e[done + tid]));
 }
@@ -119,6 +143,25 @@ struct kernel_bin_params {
 __device__ __forceinline__ int bin_of(float x, const kernel_bin_params& b) {
   if (!is_finite_bits(x)) return -1;
   return b.is_abs ? bin_of_abs(x, b.p) : bin_of_signed(x, b.p);
+}
+
+/// Bin of a value of layout L by the one bin formula of numerics.hpp; x may be NaN or Inf (the
+/// caller discards those bins), so no test sits in front of the formula.
+template <layout L>
+__device__ __forceinline__ int bin_of_layout(float x, const bin_params& b) {
+  if constexpr (L == layout::abs) {
+    // |x| first: the formula's own sign test then folds away and the |.| becomes an operand
+    // modifier of the multiply. Same bin: the two differ only in the sign of a zero or a NaN.
+    return bin_of_abs(fabsf(x), b);
+  } else {
+    return bin_of_signed(x, b);
+  }
+}
+
+/// True for finite x: |x| < Inf is false for NaN and +-Inf, one float compare with the |.|
+/// operand modifier instead of a mask and an integer compare.
+__device__ __forceinline__ bool is_finite(float x) {
+  return fabsf(x) < __int_as_float(0x7f800000);
 }
 
 // ---- statistics -------------------------------------------------------------------------------
@@ -219,7 +262,8 @@ __device__ __forceinline__ void flush_stats(stats_acc acc, tensor_stats* d_stats
 
 // ---- privatized histogram kernel -------------------------------------------------------------
 
-/// One tensor of a launch. 56 bytes; packed into kernel parameters (graph-capture friendly).
+/// One tensor of a launch. 64 bytes; packed into kernel parameters (graph-capture friendly).
+/// Element type and layout are template parameters of the kernel, chosen on the host.
 struct hist_task_desc {
   const void* d_in;
   unsigned long long* d_counts;
@@ -229,10 +273,9 @@ struct hist_task_desc {
   float lo;
   float scale;
   std::int32_t bins;
-  std::uint8_t type;    ///< klcal::dtype
-  std::uint8_t is_abs;  ///< layout::abs
-  std::uint8_t copies;  ///< shared sub-histograms per block; 0 = global atomics (too many bins)
-  std::uint8_t pad;
+  std::int32_t hot;     ///< the bin each thread counts in a register (the bin of 0)
+  std::int32_t copies;  ///< shared sub-histograms per block; 0 = global atomics (too many bins)
+  std::int32_t pad;
 };
 
 /// Kernel parameters: the tasks and an exclusive prefix of their block counts.
@@ -243,91 +286,142 @@ struct hist_launch_params {
   std::int32_t num_tasks;
 };
 
-/// Adds `run` to counter `k` of a 32-bit shared or 64-bit global histogram.
-__device__ __forceinline__ void add_run(unsigned int* h, int k, unsigned int run) {
-  atomicAdd(h + k, run);
+/// Shared-memory counter addresses. On the device a 32-bit shared-window address, computed once
+/// per thread: through a generic pointer the compiler re-derives the window base (cluster CTA
+/// id, shift, add) in front of every atomic on sm_90. Elsewhere a plain pointer.
+#if defined(__CUDA_ARCH__)
+using shared_addr = unsigned int;
+__device__ __forceinline__ shared_addr shared_addr_of(unsigned int* p) {
+  return static_cast<unsigned int>(__cvta_generic_to_shared(p));
 }
-__device__ __forceinline__ void add_run(unsigned long long* h, int k, unsigned int run) {
-  atomicAdd(h + k, static_cast<unsigned long long>(run));
+__device__ __forceinline__ shared_addr shared_offset(shared_addr a, int k) {
+  return a + 4u * static_cast<unsigned int>(k);
 }
+/// Counter at a += 1, no return value (RED, which cannot stall the thread on its result).
+__device__ __forceinline__ void shared_increment(shared_addr a) {
+  asm volatile("red.shared.add.u32 [%0], 1;" : : "r"(a) : "memory");
+}
+#else
+using shared_addr = unsigned int*;
+__device__ __forceinline__ shared_addr shared_addr_of(unsigned int* p) {
+  return p;
+}
+__device__ __forceinline__ shared_addr shared_offset(shared_addr a, int k) {
+  return a + k;
+}
+__device__ __forceinline__ void shared_increment(shared_addr a) {
+  atomicAdd(a, 1u);
+}
+#endif
 
-/// Bins [p, p + count) into `hist` with a per-thread register run cache: consecutive elements
-/// of a thread that fall into the same bin cost one atomic per run (gpu_policy.hpp, part 2).
-template <dtype T, class H, class OnValue>
-__device__ __forceinline__ void bin_range(const unsigned char* p, std::int64_t count,
-                                          const kernel_bin_params& b, H* hist, OnValue& on_value) {
-  int cur = -1;
-  unsigned int run = 0;
-  for_each_in_block<T>(p, count, [&](float x) {
-    on_value(x);
-    const int k = bin_of(x, b);
-    if (k < 0) return;
-    if constexpr (hist_register_run_cache) {
-      if (k == cur) {
-        ++run;
-        return;
-      }
-      if (run != 0) add_run(hist, cur, run);
-      cur = k;
-      run = 1;
-    } else {
-      add_run(hist, k, 1u);
-    }
-  });
-  if (run != 0) add_run(hist, cur, run);
-}
+/// Per-thread counter slots after the sub-histograms in shared memory: each thread's hot-bin
+/// slot, then each thread's slot for NaN/Inf (never read).
+inline constexpr int hist_slot_words = 2 * hist_block_threads;
 
-template <class H, class OnValue>
-__device__ __forceinline__ void bin_range_typed(const hist_task_desc& t, std::int64_t begin,
-                                                std::int64_t count, const kernel_bin_params& b, H* hist,
-                                                OnValue& on_value) {
-  const auto* base = static_cast<const unsigned char*>(t.d_in);
-  switch (static_cast<dtype>(t.type)) {
-    case dtype::f32: bin_range<dtype::f32>(base + begin * 4, count, b, hist, on_value); break;
-    case dtype::f16: bin_range<dtype::f16>(base + begin * 2, count, b, hist, on_value); break;
-    case dtype::bf16: bin_range<dtype::bf16>(base + begin * 2, count, b, hist, on_value); break;
+/// Binning into a block's shared 32-bit sub-histogram with one unconditional shared atomic per
+/// element and no branch: the address selects the target. A finite element of any bin but the
+/// hot one increments its bin; one of the hot bin (the bin of 0, gpu_policy.hpp contention part
+/// 2) increments the thread's own hot slot, so a zero spike never has 32 lanes on one address;
+/// NaN and Inf increment the thread's discard slot. ptxas turns a predicated shared atomic into
+/// a branch around it (BSSY / BRA / BSYNC), so selecting a harmless address is the branch-free
+/// form of "predicated".
+template <layout L>
+struct shared_binner {
+  shared_addr hist;      ///< counter 0 of this warp's sub-histogram
+  shared_addr hot_slot;  ///< this thread's hot-bin slot
+  shared_addr discard;   ///< this thread's NaN/Inf slot
+  bin_params b;
+  int hot;
+
+  __device__ __forceinline__ void operator()(float x) const {
+    const int k = bin_of_layout<L>(x, b);
+    const shared_addr counted = k != hot ? shared_offset(hist, k) : hot_slot;
+    shared_increment(is_finite(x) ? counted : discard);
   }
+  __device__ __forceinline__ void finish() const {}
+};
+
+/// Binning into the task's 64-bit global counts (histograms too large for shared memory): the
+/// hot bin is counted in a register and added with one atomic per thread at the end.
+template <layout L>
+struct global_binner {
+  unsigned long long* hist;
+  bin_params b;
+  int hot;
+  unsigned int hot_count;
+
+  __device__ __forceinline__ void operator()(float x) {
+    const bool finite = is_finite(x);
+    const int k = bin_of_layout<L>(x, b);
+    hot_count += (finite && k == hot) ? 1u : 0u;
+    if (finite && k != hot) atomicAdd(hist + k, 1ull);
+  }
+  __device__ __forceinline__ void finish() const {
+    if (hot_count != 0) atomicAdd(hist + hot, static_cast<unsigned long long>(hot_count));
+  }
+};
+
+/// Bins [p, p + count) of type T with `binner`; WithStats: also into *acc.
+template <dtype T, bool WithStats, class Binner>
+__device__ __forceinline__ void bin_chunk(const unsigned char* p, std::int64_t count, Binner binner,
+                                          stats_acc* acc) {
+  for_each_in_block<T>(p, count, [&](float x) {
+    if constexpr (WithStats) acc->add(x);
+    binner(x);
+  });
+  binner.finish();
 }
 
 /// Block -> (task, chunk): each block bins one contiguous chunk of one task into `copies`
 /// shared 32-bit sub-histograms (warp w uses copy w % copies), then flushes the non-zero bins
 /// into the task's uint64 counts with one 64-bit atomic each. Tasks whose histogram does not
-/// fit in shared memory (copies == 0) use 64-bit global atomics directly. WithStats: the same
-/// pass also accumulates the task's tensor_stats (one read of the data instead of two).
-template <int MaxTasks, bool WithStats>
+/// fit in shared memory (copies == 0) use 64-bit global atomics directly. One instantiation per
+/// element type and layout, so the loop holds only that type's widening and that layout's
+/// formula. WithStats: the same pass also accumulates the task's tensor_stats (one read of the
+/// data instead of two). Launched with hist_block_threads threads per block.
+template <dtype T, layout L, int MaxTasks, bool WithStats>
 __global__ void __launch_bounds__(hist_block_threads)
     histogram_block_private_kernel(const KLCAL_GRID_CONSTANT hist_launch_params<MaxTasks> p) {
   extern __shared__ unsigned int smem_hist[];
-  // Find the task of this block: the last t with block_begin[t] <= blockIdx.x.
-  int lo = 0, hi = p.num_tasks - 1;
   const int bid = static_cast<int>(blockIdx.x);
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (p.block_begin[mid] <= bid)
-      lo = mid;
-    else
-      hi = mid - 1;
+  int lo = 0;
+  if constexpr (MaxTasks > 1) {
+    // Find the task of this block: the last t with block_begin[t] <= blockIdx.x.
+    int hi = p.num_tasks - 1;
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) / 2;
+      if (p.block_begin[mid] <= bid)
+        lo = mid;
+      else
+        hi = mid - 1;
+    }
   }
-  const hist_task_desc t = p.tasks[lo];
+  const hist_task_desc& t = p.tasks[lo];
   const std::int64_t begin = static_cast<std::int64_t>(bid - p.block_begin[lo]) * t.elems_per_block;
   if (begin >= t.n) return;  // block-uniform
   const std::int64_t count = t.n - begin < t.elems_per_block ? t.n - begin : t.elems_per_block;
-  const kernel_bin_params b{{t.lo, t.scale, static_cast<float>(t.bins - 1)}, t.is_abs != 0};
+  const bin_params b{t.lo, t.scale, static_cast<float>(t.bins - 1)};
+  const auto* in = static_cast<const unsigned char*>(t.d_in) + begin * elem<T>::size;
 
   stats_acc acc = stats_acc::empty();
-  auto on_value = [&acc](float x) {
-    if constexpr (WithStats) acc.add(x);
-  };
   if (t.copies == 0) {
-    bin_range_typed(t, begin, count, b, t.d_counts, on_value);
+    bin_chunk<T, WithStats>(in, count, global_binner<L>{t.d_counts, b, t.hot, 0u}, &acc);
   } else {
+    // Layout: copies x bins counters, then the per-thread hot and discard slots.
     const int total = t.bins * t.copies;
-    for (int j = threadIdx.x; j < total; j += blockDim.x) smem_hist[j] = 0;
+    unsigned int* slots = smem_hist + total;
+    for (int j = threadIdx.x; j < total + hist_slot_words; j += hist_block_threads)
+      smem_hist[j] = 0;
     __syncthreads();
     unsigned int* mine = smem_hist + (threadIdx.x / 32 % t.copies) * t.bins;
-    bin_range_typed(t, begin, count, b, mine, on_value);
+    const shared_binner<L> binner{shared_addr_of(mine), shared_addr_of(slots + threadIdx.x),
+                                  shared_addr_of(slots + hist_block_threads + threadIdx.x), b,
+                                  t.hot};
+    bin_chunk<T, WithStats>(in, count, binner, &acc);
+    // Each thread's hot slot (< 2^31: one block's elements) joins copy 0's hot bin.
+    if (const unsigned int h = slots[threadIdx.x]; h != 0) atomicAdd(smem_hist + t.hot, h);
     __syncthreads();
-    for (int j = threadIdx.x; j < t.bins; j += blockDim.x) {
+    for (int j = threadIdx.x; j < t.bins; j += hist_block_threads) {
       unsigned long long s = 0;
       for (int c = 0; c < t.copies; ++c) s += smem_hist[c * t.bins + j];
       if (s != 0) atomicAdd(t.d_counts + j, s);

@@ -11,9 +11,19 @@ namespace klcal::detail {
 /// Threads per block of the histogram and statistics kernels.
 inline constexpr int hist_block_threads = 256;
 
-/// Below this many elements per block a block is not worth its zero + flush of the shared
-/// histogram, so small tensors get fewer blocks.
-inline constexpr std::int64_t hist_min_elems_per_block = 32 * 1024;
+/// Fewest elements per block (4 Ki: 16 per thread) before a tensor gets fewer blocks than one
+/// wave: mid-size tensors (2^20 elements) still spread over ~100+ blocks instead of 32.
+inline constexpr std::int64_t hist_min_elems_per_block = 4 * 1024;
+
+/// A block that bins into shared memory handles at least this many elements per bin of its
+/// histogram (blocks x bins <= n / 4), so that zeroing and flushing its counters (one operation
+/// per bin) stays a small part of its work: 2048 bins -> at least 8 Ki elements per block.
+inline constexpr std::int64_t hist_min_elems_per_bin = 4;
+
+/// 16-byte loads each thread issues before it bins the first of them (steady state of the
+/// histogram and statistics loops): independent loads in flight hide the memory latency that a
+/// single load followed by its binning would expose.
+inline constexpr int hist_vectors_in_flight = 4;
 
 /// A block never processes more than this many elements before flushing its 32-bit shared
 /// counters (docs/numerics.md 1.2 rule 6 requires < 2^32 per counter; 2^31 keeps a margin).
@@ -28,10 +38,10 @@ inline constexpr int hist_blocks_per_sm = 4;
 /// hot bin. Fewer copies are used when bins * copies * 4 bytes does not fit in shared memory.
 inline constexpr int hist_max_sub_histograms = 4;
 
-/// Contention answer, part 2: every thread caches its current bin and a run length in
-/// registers and issues one atomic per run instead of one per element, so "all values in one
-/// bin" (and long runs of the ReLU zero spike) cost one atomic per thread, not per element.
-inline constexpr bool hist_register_run_cache = true;
+/// Contention answer, part 2 (not a switch): every thread counts the elements of one hot bin,
+/// the bin that holds 0 (the ReLU / padding zero spike, all-zero tensors), in a register and
+/// adds that count with one atomic at the end; every other element costs one predicated shared
+/// atomic. Branch-free, unlike a run cache (compare, branch, flush per run).
 
 /// Shared memory of the opt-in limit kept free for the histogram kernel's static shared memory
 /// (the statistics reduction); the dynamic limit is raised once to the opt-in limit minus this.
@@ -40,9 +50,9 @@ inline constexpr int hist_static_smem_reserve = 1024;
 /// Shared memory a block may use when the device does not report its opt-in limit.
 inline constexpr int hist_default_smem_bytes = 48 * 1024;
 
-/// Tasks packed into the kernel parameters of one batched launch (each task descriptor is 56
-/// bytes; CUDA 12.1+ on sm_70+ accepts up to 32764 bytes of parameters). More tasks take
-/// ceil(num_tasks / hist_batch_tasks_per_launch) launches.
+/// Tasks packed into the kernel parameters of one batched launch (each task descriptor is 64
+/// bytes; CUDA 12.1+ on sm_70+ accepts up to 32764 bytes of parameters). More tasks of one
+/// element type and layout take ceil(tasks / hist_batch_tasks_per_launch) launches.
 inline constexpr int hist_batch_tasks_per_launch = 256;
 
 /// Threads of the (single-block, in-place) pairwise fold kernel.

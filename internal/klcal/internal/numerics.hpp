@@ -78,7 +78,14 @@ KLCAL_HOST_DEVICE inline bin_params make_bin_params(std::int32_t bins, float lo,
 KLCAL_HOST_DEVICE inline std::int32_t bin_of_offset(float v, const bin_params& b) {
   float q = mul_rn(v, b.scale);
   q = q > 0.0f ? q : 0.0f;
+#if defined(__CUDA_ARCH__)
+  // The same value: q is not NaN here and last >= 1, but the compiler cannot know that the
+  // compare-and-select equals a minimum (it differs for NaN and signed zeros), so it would
+  // emit FSETP + FSEL instead of one FMNMX.
+  q = fminf(q, b.last);
+#else
   q = q < b.last ? q : b.last;
+#endif
   return static_cast<std::int32_t>(q);
 }
 
