@@ -23,11 +23,13 @@ void progress_bar::add(std::uint64_t bytes, const std::string& label) {
   if (now - last_ < std::chrono::milliseconds(100) && done_ < total_) return;
   last_ = now;
   double s = std::chrono::duration<double>(now - t0_).count();
-  double rate = s > 0 ? done_ / s : 0;
-  double eta = rate > 0 ? (total_ - std::min(done_, total_)) / rate : 0;
+  const auto done = static_cast<double>(done_);
+  const auto total = static_cast<double>(total_);
+  double rate = s > 0 ? done / s : 0;
+  double eta = rate > 0 ? (total - std::min(done, total)) / rate : 0;
   char buf[256];
   std::snprintf(buf, sizeof buf, "\r%-24.24s %5.1f%%  %8.1f / %.1f MiB  %7.1f MiB/s  ETA %4.0fs ",
-                label.c_str(), 100.0 * done_ / total_, done_ / 1048576.0, total_ / 1048576.0,
+                label.c_str(), 100.0 * done / total, done / 1048576.0, total / 1048576.0,
                 rate / 1048576.0, eta);
   std::cerr << buf << std::flush;
   shown_ = true;

@@ -149,7 +149,7 @@ void bm_histogram_bound(benchmark::State& state) {
   }
   const float* in = data().data();
   const std::size_t stride = (bins + 1 + 15) / 16 * 16;
-  std::vector<std::uint32_t> sub(stride * 8, 0);
+  std::vector<std::uint32_t> sub(stride * std::size_t{8}, 0);
   std::vector<std::uint32_t> idx;
   if (variant == 6) {  // the index array of the data
     idx.resize(std::size_t{n});

@@ -187,10 +187,10 @@ struct mxnet_state {
     __m256d acc[G] = {};
     // prev holds boundary g in lane 3.
     __m256d prevS = _mm256_set1_pd(double(pf.S[a1])), prevN = _mm256_set1_pd(double(pf.N[a1]));
-    for (std::int64_t g = 1; g <= L - 2; g += 4 * G) {
+    for (std::int64_t g = 1; g <= L - 2; g += std::int64_t{4} * G) {
       __m256d coef[G], arg[G];
       for (int u = 0; u < G; ++u) {
-        const std::int64_t h = g + 4 * u;
+        const std::int64_t h = g + std::int64_t{4} * u;
         const __m256d x = _mm256_insertf128_pd(_mm256_castpd128_pd256(pair_at(h + 1)),
                                                pair_at(h + 3), 1);  // S1 N1 S3 N3
         const __m256d y = _mm256_insertf128_pd(_mm256_castpd128_pd256(pair_at(h + 2)),

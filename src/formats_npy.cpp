@@ -441,7 +441,8 @@ bool npy_reader::next(chunk& out) {
     return false;
   }
   std::size_t isz = header_.itemsize();
-  std::size_t n = static_cast<std::size_t>(std::min<std::int64_t>(remaining_, chunk_elems_));
+  std::size_t n = static_cast<std::size_t>(
+      std::min<std::int64_t>(remaining_, static_cast<std::int64_t>(chunk_elems_)));
   // Zero-copy where the stream allows it (a mapped file, a memory buffer), else a copy.
   // The copy buffer is allocated on first use; a view whose address is not a multiple of the
   // element size (a header length that is not) is copied too, so chunks are always aligned.

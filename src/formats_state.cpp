@@ -18,7 +18,8 @@ namespace {
 constexpr std::size_t header_bytes = 20;  // magic, version, flags, tensor count
 constexpr std::size_t crc_bytes = 4;      // CRC-32 trailer
 constexpr std::size_t fixed_bytes = 55;   // a record's fields between the name and the counts
-constexpr std::size_t min_record_bytes = 4 + 1 + fixed_bytes + 2 * 8;  // 1-byte name, 2 bins
+constexpr std::size_t min_record_bytes =
+    4 + 1 + fixed_bytes + std::size_t{2} * 8;  // 1-byte name, 2 bins
 
 [[noreturn]] void fail(errc code, const std::string& file, const std::string& what) {
   throw error(code, file + ": " + what);
@@ -177,8 +178,7 @@ std::string encode_states(const std::vector<named_state>& tensors, const std::st
   for (const named_state& t : tensors) {
     const calibrator_state& s = t.state;
     put_u32(w, static_cast<std::uint32_t>(t.name.size()));
-    std::memcpy(w, t.name.data(), t.name.size());
-    w += t.name.size();
+    w = std::copy(t.name.begin(), t.name.end(), w);
     put_u8(w, static_cast<std::uint8_t>(s.policy));
     put_u8(w, static_cast<std::uint8_t>(s.spec.kind));
     put_u8(w, s.range_done ? 1 : 0);

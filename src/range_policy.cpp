@@ -2,8 +2,9 @@
 #include "klcal/internal/range_policy.hpp"
 
 #include <cmath>
-#include <cstring>
 #include <string>
+
+#include "klcal/internal/numerics.hpp"
 
 namespace klcal::detail {
 
@@ -30,8 +31,7 @@ histogram_spec two_pass_spec(layout kind, std::int32_t bins, float hi) noexcept 
 }
 
 bool same_spec(const histogram_spec& a, const histogram_spec& b) noexcept {
-  return a.kind == b.kind && a.bins == b.bins && std::memcmp(&a.lo, &b.lo, sizeof a.lo) == 0 &&
-         std::memcmp(&a.hi, &b.hi, sizeof a.hi) == 0;
+  return a.kind == b.kind && a.bins == b.bins && same_bits(a.lo, b.lo) && same_bits(a.hi, b.hi);
 }
 
 range_state range_state::fixed(const histogram_spec& spec, const std::string& who) {

@@ -20,10 +20,6 @@ void merge(tensor_stats& into, const tensor_stats& from) noexcept {
 
 namespace {
 
-bool same_bits(float a, float b) noexcept {
-  return std::memcmp(&a, &b, sizeof a) == 0;
-}
-
 /// A float with its bit pattern for messages: "0.5 (0x3f000000)".
 std::string show(float f) {
   std::uint32_t u;
@@ -85,11 +81,11 @@ status check_state(const calibrator_state& s, std::string* why) {
         if (!s.range_done) return bad(errc::invalid_option, not_done);
         break;
       }
-      if (sp.kind == layout::signed_ && !same_bits(sp.lo, -sp.hi))
+      if (sp.kind == layout::signed_ && !detail::same_bits(sp.lo, -sp.hi))
         return bad(errc::invalid_option,
                    "lo " + show(sp.lo) + " is not -hi (two_pass signed range is [-hi, hi))");
       if (!s.range_done) {
-        if (!same_bits(sp.hi, std::ldexp(1.0f, streaming_min_exponent))) {
+        if (!detail::same_bits(sp.hi, std::ldexp(1.0f, streaming_min_exponent))) {
           return bad(errc::invalid_option, "hi " + show(sp.hi) +
                                                " before the range pass is not the placeholder 2^" +
                                                std::to_string(streaming_min_exponent));
@@ -115,7 +111,7 @@ status check_state(const calibrator_state& s, std::string* why) {
                                              std::to_string(streaming_min_exponent) + ".." +
                                              std::to_string(streaming_max_exponent));
       }
-      if (!same_bits(sp.hi, std::ldexp(1.0f, s.exponent))) {
+      if (!detail::same_bits(sp.hi, std::ldexp(1.0f, s.exponent))) {
         return bad(errc::invalid_option,
                    "hi " + show(sp.hi) + " is not 2^exponent = 2^" + std::to_string(s.exponent));
       }
@@ -198,7 +194,8 @@ bool operator==(const calibrator_state& a, const calibrator_state& b) noexcept {
   return a.policy == b.policy && detail::same_spec(a.spec, b.spec) && a.exponent == b.exponent &&
          a.range_done == b.range_done && a.counts == b.counts && x.finite_count == y.finite_count &&
          x.nan_count == y.nan_count && x.inf_count == y.inf_count &&
-         same_bits(x.max_abs, y.max_abs) && same_bits(x.min, y.min) && same_bits(x.max, y.max);
+         detail::same_bits(x.max_abs, y.max_abs) && detail::same_bits(x.min, y.min) &&
+         detail::same_bits(x.max, y.max);
 }
 
 }  // namespace klcal

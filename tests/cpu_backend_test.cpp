@@ -141,8 +141,8 @@ TEST(cpu_histogram, equals_reference_over_dtypes_layouts_sizes_distributions) {
           for (int offset = 0; offset <= 3; ++offset) {
             // Copy to a buffer shifted by `offset` elements, so the data is misaligned.
             std::vector<unsigned char> buf(bytes.size() + 4 * w + 32);
-            auto* base = reinterpret_cast<unsigned char*>(
-                (reinterpret_cast<std::uintptr_t>(buf.data()) + 31) / 32 * 32);
+            unsigned char* base =
+                buf.data() + (32 - reinterpret_cast<std::uintptr_t>(buf.data()) % 32) % 32;
             unsigned char* p = base + offset * w;
             if (!bytes.empty()) std::memcpy(p, bytes.data(), bytes.size());
             for (const int threads : {1, 2, 3}) {
@@ -415,7 +415,7 @@ void expect_search_close(const klcal::search_options& o, const std::vector<doubl
     EXPECT_TRUE(klcal::test::value_close(rr.clipped_fraction, cr.clipped_fraction, a, rel))
         << cr.clipped_fraction << " vs " << rr.clipped_fraction;
   } else {
-    EXPECT_TRUE(ref_curve.size() > 0)
+    EXPECT_FALSE(ref_curve.empty())
         << "index differs without a curve: " << cr.index << " vs " << rr.index;
   }
 }

@@ -125,6 +125,7 @@ TEST(cpu_calibrator, two_pass_all_zero_and_subnormal_use_the_floor) {
 TEST(cpu_calibrator, streaming_equals_reference_in_any_order) {
   const float scales[] = {1e-3f, 0.5f, 40.0f, 3.0f, 1e5f};
   std::vector<std::vector<unsigned char>> bs;
+  bs.reserve(5);
   for (int i = 0; i < 5; ++i)
     bs.push_back(encode(values(2000 + 333 * i, scales[i], 30 + i), dtype::bf16));
   reference::streaming_histogram ref;

@@ -26,8 +26,6 @@ using klcal::range_policy;
 
 namespace {
 
-constexpr float inf = std::numeric_limits<float>::infinity();
-
 std::uint32_t bits(float f) {
   std::uint32_t b;
   std::memcpy(&b, &f, 4);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include "klcal/types.hpp"
 
@@ -111,6 +112,14 @@ KLCAL_HOST_DEVICE inline std::int32_t zero_bin_index(layout kind, std::int32_t b
 /// (numerics.md 5.1).
 KLCAL_HOST_DEVICE inline float quant_scale(double amax, std::int32_t qmax) {
   return div_rn(static_cast<float>(amax), static_cast<float>(qmax));
+}
+
+/// Two floats with the same bit pattern (distinguishes -0 from +0 and NaN payloads; host only).
+inline bool same_bits(float a, float b) noexcept {
+  std::uint32_t x = 0, y = 0;
+  std::memcpy(&x, &a, sizeof x);
+  std::memcpy(&y, &b, sizeof y);
+  return x == y;
 }
 
 /// Statistics merge of numerics.md 1.4: counters added, max_abs and max by maximum, min by
