@@ -2,6 +2,7 @@
 // candidate and finalize kernels for the rest, plus dispatch.
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cub/block/block_scan.cuh>
@@ -445,23 +446,45 @@ status launch(const chunk<Capacity>& ch, std::int32_t candidate_blocks, unsigned
   return errc::ok;
 }
 
-/// Whether the current device can run the fused kernel at the largest size it is used for;
-/// if so, opts the kernel in to that much dynamic shared memory. Always the same value, so
-/// concurrent calls from several host threads never lower it under each other's launches.
+/// What the automatic path needs to know about the current device, looked up once per device
+/// and process (cudaFuncSetAttribute included), not per call.
+struct fused_device_info {
+  bool available = false;  ///< the fused kernel fits at its largest size (opted in)
+  int sms = 1;             ///< multiprocessors: a fused group needs this many tasks to fill them
+};
+
+/// Whether the current device can run the fused kernel at the largest size it is used for (if
+/// so the kernel is opted in to that much dynamic shared memory, always the same value, so
+/// concurrent calls never lower it under each other's launches), and its SM count. Cached per
+/// device; two threads racing on the first call compute and store the same value.
 template <int Capacity>
-status fused_available(bool* available) noexcept {
-  *available = false;
+status fused_device(fused_device_info* info) noexcept {
+  static std::atomic<int> cache[max_tracked_devices] = {};  // 0: unknown, else sms * 2 + avail
   int device = 0;
-  int optin = 0;
   KLCAL_TRY(cudaGetDevice(&device));
+  const bool tracked = device >= 0 && device < max_tracked_devices;
+  if (tracked) {
+    const int c = cache[device].load(std::memory_order_acquire);
+    if (c != 0) {
+      info->available = (c & 1) != 0;
+      info->sms = c >> 1;
+      return errc::ok;
+    }
+  }
+  int optin = 0;
+  int sms = 1;
   KLCAL_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  KLCAL_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   constexpr auto bytes = fused_smem_bytes(search_fused_max_bins);
   // The kernel's static shared memory (scan storage, totals, warp bests) is well below this.
   constexpr std::uint64_t static_margin = 4096;
-  if (bytes + static_margin > static_cast<std::uint64_t>(optin)) return errc::ok;
-  KLCAL_CHECK(
-      raise_dynamic_smem_once<search_fused_kernel<Capacity>>(device, static_cast<int>(bytes)));
-  *available = true;
+  bool available = bytes + static_margin <= static_cast<std::uint64_t>(optin);
+  if (available)
+    KLCAL_CHECK(
+        raise_dynamic_smem_once<search_fused_kernel<Capacity>>(device, static_cast<int>(bytes)));
+  info->available = available;
+  info->sms = sms > 0 ? sms : 1;
+  if (tracked) cache[device].store(info->sms * 2 + (available ? 1 : 0), std::memory_order_release);
   return errc::ok;
 }
 
@@ -486,8 +509,8 @@ status launch_chunk(const chunk<Capacity>& ch, std::int64_t candidate_blocks, bo
 template <int Capacity>
 status run_chunks(search_path path, const search_task* h_tasks, std::int32_t num_tasks,
                   unsigned char* ws, search_result* d_results, cudaStream_t stream) noexcept {
-  bool fused_ok = false;
-  if (path != search_path::multi_kernel) KLCAL_CHECK(fused_available<Capacity>(&fused_ok));
+  fused_device_info dev;
+  if (path != search_path::multi_kernel) KLCAL_CHECK(fused_device<Capacity>(&dev));
   chunk<Capacity> ch{};  // up to ~30 KB, host stack
   ch.count = 0;
   std::int64_t blocks = 0;
@@ -496,8 +519,14 @@ status run_chunks(search_path path, const search_task* h_tasks, std::int32_t num
   std::uint64_t offset = 0;
   auto flush = [&]() noexcept -> status {
     ch.block_begin[ch.count] = static_cast<std::int32_t>(blocks);
-    const bool fused = fused_ok && all_eligible;
+    const bool fused = dev.available && all_eligible;
     if (path == search_path::fused && !fused) return errc::invalid_option;
+    // Automatic: the fused kernel gives each histogram one block, so a group with fewer
+    // histograms than SMs would leave SMs idle and run every candidate of a histogram on one SM;
+    // the multi-kernel path spreads the candidates over the whole device instead. Both paths
+    // give the same bits, so the choice only affects speed.
+    if (path == search_path::automatic && fused && ch.count < dev.sms)
+      return launch_chunk(ch, blocks, false, max_bins, ws, d_results, stream);
     return launch_chunk(ch, blocks, fused, max_bins, ws, d_results, stream);
   };
   for (std::int32_t k = 0; k < num_tasks; ++k) {

@@ -13,7 +13,8 @@ namespace klcal::detail {
 
 /// Which kernels klcal::search runs for a launch group (docs/design.md, GPU threshold search).
 enum class search_path : int {
-  automatic,     ///< fused where every task of the group allows it, else multi-kernel
+  automatic,     ///< fused for groups of at least one histogram per SM whose tasks all allow it,
+                 ///< else multi-kernel (a single search always takes the multi-kernel path)
   multi_kernel,  ///< always prefix + candidates + finalize kernels
   fused,         ///< the fused kernel for every group; errc::invalid_option if a group does not
                  ///< allow it (an mxnet task, bins > search_fused_max_bins, or a device whose
