@@ -680,8 +680,8 @@ TEST(cpu_search, invalid_arguments) {
 // ---- goldens ------------------------------------------------------------------------------------
 
 TEST(cpu_golden, every_golden_case) {
-  const auto files = klcal::test::golden_files(KLCAL_TEST_DATA_DIR);
-  ASSERT_FALSE(files.empty()) << "no goldens in " << KLCAL_TEST_DATA_DIR;
+  const auto files = klcal::test::golden_files(klcal::test::data_dir());
+  ASSERT_FALSE(files.empty()) << "no goldens in " << klcal::test::data_dir();
   std::size_t searches = 0;
   for (const auto& path : files) {
     std::vector<klcal::test::golden_case> cases;

@@ -168,19 +168,20 @@ std::string param_name(const ::testing::TestParamInfo<std::string>& info) {
 }
 
 INSTANTIATE_TEST_SUITE_P(goldens, golden_file_test,
-                         ::testing::ValuesIn(klcal::test::golden_files(KLCAL_TEST_DATA_DIR)),
+                         ::testing::ValuesIn(klcal::test::golden_files(klcal::test::data_dir())),
                          param_name);
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(golden_file_test);  // the count test reports it
 
 TEST(golden_set, has_at_least_30_files) {
-  EXPECT_GE(klcal::test::golden_files(KLCAL_TEST_DATA_DIR).size(), 30u)
+  EXPECT_GE(klcal::test::golden_files(klcal::test::data_dir()).size(), 30u)
       << "tests/data must hold the goldens written by python_ref/gen_golden.py";
 }
 
 TEST(golden_set, case_names_are_unique) {
   std::vector<std::string> names;
   try {
-    for (const auto& gc : klcal::test::load_goldens(KLCAL_TEST_DATA_DIR)) names.push_back(gc.name);
+    for (const auto& gc : klcal::test::load_goldens(klcal::test::data_dir()))
+      names.push_back(gc.name);
   } catch (const std::exception& e) {
     FAIL() << e.what();
   }

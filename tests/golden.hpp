@@ -1,8 +1,9 @@
 // Header-only reader of tests/data/*.golden (docs/testing.md) and the documented tolerances.
 //
-// Usage (any test executable; KLCAL_TEST_DATA_DIR is defined by tests/CMakeLists.txt):
+// Usage (any test executable; the default KLCAL_TEST_DATA_DIR is defined by tests/CMakeLists.txt,
+// the environment variable of the same name overrides it at run time, see data_dir()):
 //
-//   for (const auto& path : klcal::test::golden_files(KLCAL_TEST_DATA_DIR)) {
+//   for (const auto& path : klcal::test::golden_files(klcal::test::data_dir())) {
 //     std::vector<klcal::test::golden_case> cases = klcal::test::load_golden_file(path);  // throws
 //     for (const auto& gc : cases) {
 //       for (std::size_t b = 0; b < gc.batches.size(); ++b) {
@@ -24,6 +25,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -39,6 +41,19 @@
 #include "klcal/types.hpp"
 
 namespace klcal::test {
+
+/// The folder of the *.golden files: the environment variable KLCAL_TEST_DATA_DIR when it is set
+/// and not empty (prebuilt programs copied to another machine, scripts/gpu-pack.sh), otherwise
+/// the source tree's tests/data, compiled in as the macro KLCAL_TEST_DATA_DIR.
+inline std::string data_dir() {
+  const char* e = std::getenv("KLCAL_TEST_DATA_DIR");
+  if (e != nullptr && *e != '\0') return e;
+#ifdef KLCAL_TEST_DATA_DIR
+  return KLCAL_TEST_DATA_DIR;
+#else
+  return "tests/data";
+#endif
+}
 
 /// docs/testing.md: reference (C++) vs goldens (NumPy), per curve entry / score / clipped.
 inline constexpr double golden_abs_tol = 1e-12;
@@ -512,7 +527,7 @@ inline std::vector<std::string> golden_files(const std::string& dir) {
   return out;
 }
 
-/// Every case of every *.golden file of `dir` (e.g. KLCAL_TEST_DATA_DIR). Throws on a parse error.
+/// Every case of every *.golden file of `dir` (e.g. data_dir()). Throws on a parse error.
 inline std::vector<golden_case> load_goldens(const std::string& dir) {
   std::vector<golden_case> all;
   for (const auto& f : golden_files(dir)) {

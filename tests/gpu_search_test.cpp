@@ -216,8 +216,8 @@ class gpu_search : public klcal::test::gpu_test {};
 // ---- goldens (NumPy) --------------------------------------------------------------------------
 
 TEST_F(gpu_search, goldens) {
-  const auto cases = klcal::test::load_goldens(KLCAL_TEST_DATA_DIR);
-  ASSERT_FALSE(cases.empty()) << "no goldens in " << KLCAL_TEST_DATA_DIR;
+  const auto cases = klcal::test::load_goldens(klcal::test::data_dir());
+  ASSERT_FALSE(cases.empty()) << "no goldens in " << klcal::test::data_dir();
   std::vector<host_case> runs;
   std::vector<expectation> expected;
   std::vector<std::string> names;
