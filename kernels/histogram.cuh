@@ -7,6 +7,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 
 #include "klcal/internal/gpu_policy.hpp"
 #include "klcal/internal/numerics.hpp"
@@ -75,17 +77,79 @@ __device__ __forceinline__ void for_each_in_vector(const uint4& w, F& f) {
   }
 }
 
+/// True when no element of the N 16-byte vectors w[0..N) is NaN or Inf, tested on the packed
+/// words: multiply-adds by 0 (for 16-bit elements a packed half2 / bfloat162 multiply and add
+/// per word, which ptxas fuses into one HFMA2; one FFMA per fp32 element) keep a (signed) zero
+/// while the elements are finite and turn NaN, for good, at a NaN or an Inf (Inf * 0 = NaN,
+/// NaN + y = NaN); one self-comparison then tests the sum. Exact, fused or not: no rounding
+/// makes a finite product non-zero or a NaN finite. Two chains, joined at the end, halve the
+/// dependent latency.
+template <dtype T, int N>
+__device__ __forceinline__ bool vectors_are_finite(const uint4 (&w)[N]) {
+  static_assert(N % 2 == 0);
+  if constexpr (T == dtype::f32) {
+    float t[2];
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      t[c] = __fmul_rn(__uint_as_float(w[c].x), 0.0f);
+      t[c] = __fmaf_rn(__uint_as_float(w[c].y), 0.0f, t[c]);
+      t[c] = __fmaf_rn(__uint_as_float(w[c].z), 0.0f, t[c]);
+      t[c] = __fmaf_rn(__uint_as_float(w[c].w), 0.0f, t[c]);
+#pragma unroll
+      for (int u = c + 2; u < N; u += 2) {
+        t[c] = __fmaf_rn(__uint_as_float(w[u].x), 0.0f, t[c]);
+        t[c] = __fmaf_rn(__uint_as_float(w[u].y), 0.0f, t[c]);
+        t[c] = __fmaf_rn(__uint_as_float(w[u].z), 0.0f, t[c]);
+        t[c] = __fmaf_rn(__uint_as_float(w[u].w), 0.0f, t[c]);
+      }
+    }
+    const float s = __fadd_rn(t[0], t[1]);
+    return s == s;
+  } else {
+    using pair_t = std::conditional_t<T == dtype::f16, __half2, __nv_bfloat162>;
+    const auto as_pair = [](unsigned int u) {
+      pair_t h;
+      static_assert(sizeof(h) == sizeof(u));
+      memcpy(&h, &u, sizeof(u));
+      return h;
+    };
+    const pair_t zero = as_pair(0u);
+    pair_t t[2];
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      t[c] = __hmul2(as_pair(w[c].x), zero);
+      t[c] = __hadd2(__hmul2(as_pair(w[c].y), zero), t[c]);
+      t[c] = __hadd2(__hmul2(as_pair(w[c].z), zero), t[c]);
+      t[c] = __hadd2(__hmul2(as_pair(w[c].w), zero), t[c]);
+#pragma unroll
+      for (int u = c + 2; u < N; u += 2) {
+        t[c] = __hadd2(__hmul2(as_pair(w[u].x), zero), t[c]);
+        t[c] = __hadd2(__hmul2(as_pair(w[u].y), zero), t[c]);
+        t[c] = __hadd2(__hmul2(as_pair(w[u].z), zero), t[c]);
+        t[c] = __hadd2(__hmul2(as_pair(w[u].w), zero), t[c]);
+      }
+    }
+    const pair_t s = __hadd2(t[0], t[1]);
+    return __hbeq2(s, s);  // both halves equal themselves: neither is NaN
+  }
+}
+
 /// Calls f(x) for every element of [p, p + count) of type T, with the block's
 /// hist_block_threads threads sharing the work: a scalar head up to the first 16-byte boundary,
 /// 16-byte vector loads, a scalar tail. Pointers that are not even element-aligned are read
 /// byte by byte (correct, slow). In the steady state every thread issues
 /// hist_vectors_in_flight independent 16-byte loads before it uses the first one, so several
 /// loads per thread are in flight while it bins (one at a time would leave the memory system
-/// idle during the binning of each vector). Precondition: count < 2^31 (the policy's
+/// idle during the binning of each vector). When the hist_vectors_in_flight vectors of a group
+/// hold no NaN or Inf (one test per group, vectors_are_finite), their elements go to
+/// f_finite(x), which may assume a finite x; otherwise, and outside the steady state, every
+/// element goes to f(x). The clean case is the inner loop; a group with a NaN or Inf leaves it,
+/// is binned by f, and the loop resumes. With f_finite of f's type (the two-argument form) every
+/// element goes to f and there is no test. Precondition: count < 2^31 (the policy's
 /// hist_max_elems_per_block), so vector indices fit in an int.
-template <dtype T, class F>
-__device__ __forceinline__ void for_each_in_block(const unsigned char* p, std::int64_t count,
-                                                  F&& f) {
+template <dtype T, class F, class FFinite>
+__device__ __forceinline__ void for_each_in_block(const unsigned char* p, std::int64_t count, F&& f,
+                                                  FFinite&& f_finite) {
   using E = elem<T>;
   using bits_t = typename E::bits_t;
   constexpr int threads = hist_block_threads;
@@ -109,17 +173,46 @@ __device__ __forceinline__ void for_each_in_block(const unsigned char* p, std::i
   const uint4* v = reinterpret_cast<const uint4*>(e + head);
   constexpr int in_flight = hist_vectors_in_flight;
   int i = tid;
-  for (; i + (in_flight - 1) * threads < nvec; i += in_flight * threads) {
-    uint4 w[in_flight];
+  if constexpr (std::is_same_v<std::decay_t<F>, std::decay_t<FFinite>>) {
+    // One function for all elements: no finite test.
+    for (; i + (in_flight - 1) * threads < nvec; i += in_flight * threads) {
+      uint4 w[in_flight];
 #pragma unroll
-    for (int u = 0; u < in_flight; ++u) w[u] = __ldg(v + i + u * threads);
+      for (int u = 0; u < in_flight; ++u) w[u] = __ldg(v + i + u * threads);
 #pragma unroll
-    for (int u = 0; u < in_flight; ++u) for_each_in_vector<T>(w[u], f);
+      for (int u = 0; u < in_flight; ++u) for_each_in_vector<T>(w[u], f);
+    }
+  } else {
+    while (i + (in_flight - 1) * threads < nvec) {
+      uint4 w[in_flight];
+      bool finite;
+      // Steady state: groups of in_flight vectors without NaN or Inf.
+      do {
+#pragma unroll
+        for (int u = 0; u < in_flight; ++u) w[u] = __ldg(v + i + u * threads);
+        finite = vectors_are_finite<T>(w);
+        if (!finite) break;
+#pragma unroll
+        for (int u = 0; u < in_flight; ++u) for_each_in_vector<T>(w[u], f_finite);
+        i += in_flight * threads;
+      } while (i + (in_flight - 1) * threads < nvec);
+      if (finite) break;  // else w is a group with a NaN or Inf: every element through f
+#pragma unroll
+      for (int u = 0; u < in_flight; ++u) for_each_in_vector<T>(w[u], f);
+      i += in_flight * threads;
+    }
   }
   for (; i < nvec; i += threads) for_each_in_vector<T>(__ldg(v + i), f);
   const std::int64_t done = head + std::int64_t{nvec} * per_vec;
   const std::int64_t tail = count - done;
   if (tid < tail) f(E::widen(e[done + tid]));
+}
+
+/// for_each_in_block with one function for all elements (no per-vector finite test).
+template <dtype T, class F>
+__device__ __forceinline__ void for_each_in_block(const unsigned char* p, std::int64_t count,
+                                                  F&& f) {
+  for_each_in_block<T>(p, count, f, f);
 }
 
 // ---- binning (docs/numerics.md 1.2; the one place of the GPU bin formula) -------------------
@@ -206,14 +299,18 @@ struct stats_acc {
     } else if (!is_finite_bits(x)) {
       ++inf;
     } else {
-      ++finite;
-      // -0.0 counts as 0 (numerics.md 1.2): canonicalising it keeps min/max independent of the
-      // order in which -0.0 and +0.0 arrive.
-      const float v = x == 0.0f ? 0.0f : x;
-      max_abs = fmaxf(max_abs, fabsf(v));
-      mn = fminf(mn, v);
-      mx = fmaxf(mx, v);
+      add_finite(x);
     }
+  }
+  /// add(x) for an x known to be finite.
+  __device__ __forceinline__ void add_finite(float x) {
+    ++finite;
+    // -0.0 counts as 0 (numerics.md 1.2): canonicalising it keeps min/max independent of the
+    // order in which -0.0 and +0.0 arrive.
+    const float v = x == 0.0f ? 0.0f : x;
+    max_abs = fmaxf(max_abs, fabsf(v));
+    mn = fminf(mn, v);
+    mx = fmaxf(mx, v);
   }
   __device__ __forceinline__ void combine(const stats_acc& o) {
     finite += o.finite;
@@ -327,6 +424,7 @@ inline constexpr int hist_slot_words = 2 * hist_block_threads;
 /// form of "predicated".
 template <layout L>
 struct shared_binner {
+  static constexpr bool has_bin_finite = true;
   shared_addr hist;      ///< counter 0 of this warp's sub-histogram
   shared_addr hot_slot;  ///< this thread's hot-bin slot
   shared_addr discard;   ///< this thread's NaN/Inf slot
@@ -338,6 +436,11 @@ struct shared_binner {
     const shared_addr counted = k != hot ? shared_offset(hist, k) : hot_slot;
     shared_increment(is_finite(x) ? counted : discard);
   }
+  /// The same for an x known to be finite: no finite test, no discard select.
+  __device__ __forceinline__ void bin_finite(float x) const {
+    const int k = bin_of_layout<L>(x, b);
+    shared_increment(k != hot ? shared_offset(hist, k) : hot_slot);
+  }
   __device__ __forceinline__ void finish() const {}
 };
 
@@ -345,6 +448,9 @@ struct shared_binner {
 /// hot bin is counted in a register and added with one atomic per thread at the end.
 template <layout L>
 struct global_binner {
+  // Global atomics dominate this path: one loop for all elements, no finite-only copy (which
+  // would cost code and registers in every kernel for a rare case).
+  static constexpr bool has_bin_finite = false;
   unsigned long long* hist;
   bin_params b;
   int hot;
@@ -361,14 +467,23 @@ struct global_binner {
   }
 };
 
-/// Bins [p, p + count) of type T with `binner`; WithStats: also into *acc.
+/// Bins [p, p + count) of type T with `binner`; WithStats: also into *acc. A binner with
+/// has_bin_finite takes the elements of NaN/Inf-free vector groups through bin_finite.
 template <dtype T, bool WithStats, class Binner>
 __device__ __forceinline__ void bin_chunk(const unsigned char* p, std::int64_t count, Binner binner,
                                           stats_acc* acc) {
-  for_each_in_block<T>(p, count, [&](float x) {
+  const auto any = [&](float x) {
     if constexpr (WithStats) acc->add(x);
     binner(x);
-  });
+  };
+  if constexpr (Binner::has_bin_finite) {
+    for_each_in_block<T>(p, count, any, [&](float x) {
+      if constexpr (WithStats) acc->add_finite(x);
+      binner.bin_finite(x);
+    });
+  } else {
+    for_each_in_block<T>(p, count, any);
+  }
   binner.finish();
 }
 

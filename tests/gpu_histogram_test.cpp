@@ -8,13 +8,14 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
-#include "klcal/internal/histogram_detail.hpp"
 #include "gpu_fixture.hpp"
 #include "klcal/histogram.hpp"
+#include "klcal/internal/histogram_detail.hpp"
 #include "klcal/reference.hpp"
 #include "test_data.hpp"
 
@@ -388,6 +389,111 @@ TEST_F(gpu_histogram, stats_accumulate_across_calls_and_signs) {
   EXPECT_EQ(g.max_abs, 7.0f);
   EXPECT_EQ(g.min, -5.0f);
   EXPECT_EQ(g.max, 7.0f);
+}
+
+// NaN and Inf (several bit patterns) at each position of a 16-byte vector, in sparse vectors
+// among finite data: the kernels test a group of vectors for NaN/Inf at once and bin clean
+// groups without per-element tests, so every position, the switch between clean and unclean
+// groups and the finite extremes next to them must bin like the reference. Single calls (the
+// one-task kernel), one batched call (the multi-task kernel) and the one-pass statistics path.
+TEST_F(gpu_histogram, nan_inf_at_every_vector_position) {
+  const std::int64_t n = 40003;  // several vector groups per thread, a remainder and a tail
+  struct special_set {
+    dtype t;
+    std::vector<std::uint32_t> nonfinite;  // NaNs (quiet, negative, signalling, max payload), Infs
+    std::vector<std::uint32_t> extremes;   // finite: +-max, +-smallest subnormal
+  };
+  const special_set sets[] = {
+      {dtype::f32,
+       {0x7fc00000u, 0xffc00000u, 0x7f800001u, 0x7fffffffu, 0x7f800000u, 0xff800000u},
+       {0x7f7fffffu, 0xff7fffffu, 0x00000001u, 0x80000001u}},
+      {dtype::f16,
+       {0x7e00u, 0xfe00u, 0x7c01u, 0x7fffu, 0x7c00u, 0xfc00u},
+       {0x7bffu, 0xfbffu, 0x0001u, 0x8001u}},
+      {dtype::bf16,
+       {0x7fc0u, 0xffc0u, 0x7f81u, 0x7fffu, 0x7f80u, 0xff80u},
+       {0x7f7fu, 0xff7fu, 0x0001u, 0x8001u}},
+  };
+  struct item {
+    dtype t;
+    layout k;
+    int pos;
+    std::vector<unsigned char> bytes;
+  };
+  std::vector<item> items;
+  unsigned seed = 470;
+  for (const special_set& set : sets) {
+    const int es = static_cast<int>(dtype_size(set.t));
+    const int per = 16 / es;
+    for (int pos = 0; pos < per; ++pos)
+      for (layout k : all_layouts) {
+        auto bytes = encode(make_values(dist::gaussian, n, seed++), set.t);
+        const auto put = [&](std::int64_t i, std::uint32_t bits) {
+          std::memcpy(&bytes[static_cast<std::size_t>(i * es)], &bits, es);  // little endian
+        };
+        for (std::int64_t v = 0; v * per < n; ++v) {
+          const std::int64_t base = v * per;
+          if (v % 23 == 0 && base + pos < n)
+            put(base + pos, set.nonfinite[(v / 23) % set.nonfinite.size()]);
+          if (v % 92 == 46 && base + (pos + 1) % per < n)  // a second one in the vector
+            put(base + (pos + 1) % per, set.nonfinite[(v / 92) % set.nonfinite.size()]);
+          if (v % 7 == 3 && base + pos < n)  // finite extremes in clean vectors
+            put(base + pos, set.extremes[(v / 7) % set.extremes.size()]);
+        }
+        items.push_back(item{set.t, k, pos, std::move(bytes)});
+      }
+  }
+  const auto name = [](const item& it) {
+    return std::string(dtype_name(it.t)) + (it.k == layout::abs ? " abs" : " signed") +
+           " position " + std::to_string(it.pos);
+  };
+  const auto spec_of = [](const item& it) {
+    return make_spec(it.k, it.k == layout::abs ? 2048 : 8001);
+  };
+
+  // Single calls; the statistics path.
+  for (const item& it : items) {
+    SCOPED_TRACE(name(it));
+    const histogram_spec spec = spec_of(it);
+    const auto ref = reference_counts(it.bytes, it.t, n, spec);
+    ASSERT_EQ(gpu_counts(it.bytes, it.t, n, spec, 0), ref);
+
+    dbuf in(it.bytes.size()), counts(spec.bins * 8), st(sizeof(tensor_stats));
+    CUDA_OK(cudaMemcpy(in.p, it.bytes.data(), it.bytes.size(), cudaMemcpyHostToDevice));
+    CUDA_OK(cudaMemset(counts.p, 0, spec.bins * 8));
+    const tensor_stats init{};
+    CUDA_OK(cudaMemcpy(st.p, &init, sizeof init, cudaMemcpyHostToDevice));
+    KL_OK(detail::histogram_stats_accumulate(in.p, it.t, n, spec, counts.as<std::uint64_t>(),
+                                             st.as<tensor_stats>(), nullptr));
+    tensor_stats g;
+    CUDA_OK(cudaMemcpy(&g, st.p, sizeof g, cudaMemcpyDeviceToHost));
+    ASSERT_EQ(download(counts.as<std::uint64_t>(), spec.bins), ref);
+    expect_stats_equal(g, expected_stats(it.bytes, it.t, n));
+  }
+
+  // All of them in one batched call.
+  std::vector<std::unique_ptr<dbuf>> bufs;
+  std::vector<histogram_task> tasks;
+  for (const item& it : items) {
+    const histogram_spec spec = spec_of(it);
+    bufs.push_back(std::make_unique<dbuf>(it.bytes.size()));
+    const dbuf& in = *bufs.back();
+    bufs.push_back(std::make_unique<dbuf>(spec.bins * 8));
+    const dbuf& counts = *bufs.back();
+    CUDA_OK(cudaMemcpy(in.p, it.bytes.data(), it.bytes.size(), cudaMemcpyHostToDevice));
+    CUDA_OK(cudaMemset(counts.p, 0, spec.bins * 8));
+    tasks.push_back(histogram_task{in.p, n, it.t, spec, counts.as<std::uint64_t>()});
+  }
+  const auto num = static_cast<std::int32_t>(tasks.size());
+  std::size_t tb = 0;
+  KL_OK(histogram_accumulate_batched(nullptr, tb, tasks.data(), num, nullptr));
+  dbuf temp(tb);
+  KL_OK(histogram_accumulate_batched(temp.p, tb, tasks.data(), num, nullptr));
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    SCOPED_TRACE("batched " + name(items[i]));
+    ASSERT_EQ(download(tasks[i].d_counts, tasks[i].spec.bins),
+              reference_counts(items[i].bytes, items[i].t, n, tasks[i].spec));
+  }
 }
 
 // ---- batched ---------------------------------------------------------------------------------
