@@ -148,8 +148,8 @@ void bm_histogram_bound(benchmark::State& state) {
     return;
   }
   const float* in = data().data();
-  const std::size_t stride = (bins + 1 + 15) / 16 * 16;
-  std::vector<std::uint32_t> sub(stride * std::size_t{8}, 0);
+  const std::size_t stride = (static_cast<std::size_t>(bins) + 1 + 15) / 16 * 16;
+  std::vector<std::uint32_t> sub(stride * 8, 0);
   std::vector<std::uint32_t> idx;
   if (variant == 6) {  // the index array of the data
     idx.resize(std::size_t{n});
