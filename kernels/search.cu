@@ -27,18 +27,24 @@ __device__ inline double pos_inf() {
   return __longlong_as_double(0x7ff0000000000000LL);
 }
 
-/// One element of the prefix scan: S, H and N of numerics.md 2.1 at once, so a single block
-/// scan (a fixed tree, hence bit-identical sums on every run) produces all three.
-struct prefix_item {
+/// Elements of the prefix scans of numerics.md 2.1: S and N (integers, exact in any order) in
+/// one block scan, H (fp64) in a second one. Two scans instead of one over (S, H, N) keep a
+/// thread's items in fewer registers; the H scan is the same fixed tree either way (the same
+/// BlockScan, items per thread and block size, its operator applied to the fp64 part alone),
+/// so its sums keep their bits.
+struct count_item {
   std::uint64_t s;
-  double h;
   std::uint32_t n;
 };
 
-struct prefix_add {
-  __device__ prefix_item operator()(const prefix_item& a, const prefix_item& b) const {
-    return prefix_item{a.s + b.s, a.h + b.h, a.n + b.n};
+struct count_add {
+  __device__ count_item operator()(const count_item& a, const count_item& b) const {
+    return count_item{a.s + b.s, a.n + b.n};
   }
+};
+
+struct fp64_add {
+  __device__ double operator()(double a, double b) const { return a + b; }
 };
 
 /// The bin that holds the value 0 (numerics.md 5.3), by the binning rules of numerics.md 1.2.
@@ -56,42 +62,66 @@ __device__ void build_prefix(const task_desc& t, const area& a) {
   const std::uint64_t c0 = t.counts[0];
   const std::uint64_t c1 = t.counts[1];
   const bool with_h = t.tensorrt_entropy != 0;
-  using scan_t = cub::BlockScan<prefix_item, threads>;
-  __shared__ typename scan_t::TempStorage temp;
+  using count_scan_t = cub::BlockScan<count_item, threads>;
+  using h_scan_t = cub::BlockScan<double, threads>;
+  __shared__ union {
+    typename count_scan_t::TempStorage count;
+    typename h_scan_t::TempStorage h;
+  } temp;
   constexpr int items = search_prefix_items;
   constexpr std::int64_t tile = std::int64_t{threads} * items;
-  prefix_item running{0, 0.0, 0};
+  count_item running{0, 0};
+  double running_h = 0.0;
   for (std::int64_t base = 0; base < bins; base += tile) {
-    prefix_item v[items];
     const std::int64_t first = base + std::int64_t{threadIdx.x} * items;
+    {
+      count_item v[items];
 #pragma unroll
-    for (int k = 0; k < items; ++k) {
-      const std::int64_t j = first + k;
-      std::uint64_t c = 0;
-      if (j < bins) c = (j == 0 && t.copy_next) ? c1 : t.counts[j];
-      v[k].s = c;
-      v[k].n = c != 0 ? 1u : 0u;
-      const double cd = static_cast<double>(c);
-      v[k].h = (with_h && c > 1) ? cd * log(cd) : 0.0;  // 0 ln 0 = 1 ln 1 = 0
-    }
-    prefix_item aggregate;
-    scan_t(temp).ExclusiveScan(v, v, prefix_item{0, 0.0, 0}, prefix_add{}, aggregate);
-#pragma unroll
-    for (int k = 0; k < items; ++k) {
-      const std::int64_t j = first + k;
-      if (j < bins) {
-        a.s[j] = running.s + v[k].s;
-        a.n[j] = running.n + v[k].n;
-        if (with_h) a.h[j] = running.h + v[k].h;
+      for (int k = 0; k < items; ++k) {
+        const std::int64_t j = first + k;
+        std::uint64_t c = 0;
+        if (j < bins) c = (j == 0 && t.copy_next) ? c1 : t.counts[j];
+        v[k].s = c;
+        v[k].n = c != 0 ? 1u : 0u;
       }
+      count_item aggregate;
+      count_scan_t(temp.count).ExclusiveScan(v, v, count_item{0, 0}, count_add{}, aggregate);
+#pragma unroll
+      for (int k = 0; k < items; ++k) {
+        const std::int64_t j = first + k;
+        if (j < bins) {
+          a.s[j] = running.s + v[k].s;
+          a.n[j] = running.n + v[k].n;
+        }
+      }
+      running = count_add{}(running, aggregate);
+      __syncthreads();  // temp is reused by the next scan
     }
-    running = prefix_add{}(running, aggregate);
-    __syncthreads();  // temp is reused by the next tile
+    if (with_h) {  // uniform per block
+      double v[items];
+#pragma unroll
+      for (int k = 0; k < items; ++k) {
+        const std::int64_t j = first + k;
+        std::uint64_t c = 0;
+        if (j < bins) c = (j == 0 && t.copy_next) ? c1 : t.counts[j];
+        const double cd = static_cast<double>(c);
+        v[k] = c > 1 ? cd * log(cd) : 0.0;  // 0 ln 0 = 1 ln 1 = 0
+      }
+      double aggregate;
+      h_scan_t(temp.h).ExclusiveScan(v, v, 0.0, fp64_add{}, aggregate);
+#pragma unroll
+      for (int k = 0; k < items; ++k) {
+        const std::int64_t j = first + k;
+        if (j < bins) a.h[j] = running_h + v[k];
+      }
+      running_h = fp64_add{}(running_h, aggregate);
+      __syncthreads();  // temp is reused by the next tile
+    }
   }
   if (threadIdx.x == 0) {
     a.s[bins] = running.s;
     a.n[bins] = running.n;
-    if (with_h) a.h[bins] = running.h;
+    if (with_h) a.h[bins] = running_h;
     task_meta m;
     m.total = t.copy_next ? running.s - c1 + c0 : running.s;
     m.zero_bin = t.counts[zero_bin_index(t)];
@@ -360,8 +390,11 @@ constexpr bool fused_eligible(const task_desc& d) {
 /// warp_candidate() as the candidates kernel, so the same scores and curve bits), keeps its best
 /// by prefer(), the warps' bests are reduced in warp order, and thread 0 runs finalize().
 /// prefer() is a total order, so the winner equals the multi-kernel path's.
+/// 4 blocks per SM caps it at 64 registers (without spills: scripts/sass-report.sh checks); the
+/// cap changes register allocation only, never the arithmetic, so the bits stay those of the
+/// multi-kernel path.
 template <int Capacity>
-__global__ void __launch_bounds__(threads)
+__global__ void __launch_bounds__(threads, 4)
     search_fused_kernel(const chunk<Capacity> ch, search_result* results) {
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ task_meta meta;

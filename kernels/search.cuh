@@ -128,9 +128,10 @@ __device__ inline double warp_sum(double v) {
   return __shfl_sync(0xffffffffu, v, 0);
 }
 
-/// ceil(a / b) for non-negative a, positive b.
-__device__ inline std::int64_t ceil_div(std::int64_t a, std::int64_t b) {
-  return (a + b - 1) / b;
+/// ceil(a / 2^shift) for non-negative a: the integer-exact shift form of ceil(a / L) for the
+/// power-of-two level counts of the tensorrt rule set (no 64-bit division routine).
+__device__ inline std::int64_t ceil_shift(std::int64_t a, int shift) {
+  return (a + (std::int64_t{1} << shift) - 1) >> shift;
 }
 
 /// KL of tensorrt candidate i by the prefix-sum form of numerics.md 2.1, one warp per candidate:
@@ -141,6 +142,7 @@ __device__ inline double tensorrt_candidate(const task_desc& t, const area& a, s
   const std::uint64_t* s = a.s;
   const std::uint32_t* n = a.n;
   const std::int64_t levels = t.levels;
+  const int shift = __ffs(t.levels) - 1;  // levels = 2^shift (numerics.md 2: 2^(bits-1) or 2^bits)
   const std::uint64_t total = s[t.bins];
   const std::uint64_t kept = s[i];
   // One bin per level and no tail: Q = P bin for bin, KL is exactly 0 (the direct formula
@@ -153,8 +155,8 @@ __device__ inline double tensorrt_candidate(const task_desc& t, const area& a, s
     level_sum = a.h[i];
   } else {
     for (std::int64_t g = lane; g < levels; g += 32) {
-      const std::int64_t lo = ceil_div(g * i, levels);
-      const std::int64_t hi = ceil_div((g + 1) * i, levels);
+      const std::int64_t lo = ceil_shift(g * i, shift);
+      const std::int64_t hi = ceil_shift((g + 1) * i, shift);
       const std::uint32_t nonempty = n[hi] - n[lo];
       if (nonempty > 0) {
         const double mass = static_cast<double>(s[hi] - s[lo]);
@@ -171,8 +173,8 @@ __device__ inline double tensorrt_candidate(const task_desc& t, const area& a, s
   double bracket = a.h[i - 1] + (p_last > 0.0 ? p_last * log(p_last) : 0.0) - level_sum;
   if (tail > 0) {
     // Q of the last kept bin: its level's mean (the bin is non-empty here).
-    const std::int64_t g = (i - 1) * levels / i;
-    const std::int64_t lo = ceil_div(g * i, levels);
+    const std::int64_t g = ((i - 1) << shift) / i;
+    const std::int64_t lo = ceil_shift(g * i, shift);
     const double q_last = static_cast<double>(kept - s[lo]) / static_cast<double>(n[i] - n[lo]);
     bracket -= static_cast<double>(tail) * log(q_last);
   }

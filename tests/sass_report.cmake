@@ -1,7 +1,7 @@
 # Static sm_90 machine-code limits of the kernels (label cpu: no GPU needed): scripts/sass-report.sh
 # on this build's klcal_cuda objects. Registered only when the CUDA kernels are built for sm_90
 # and cuobjdump + nvdisasm are found (PATH, the toolkit, or the nvidia-cuda-cuobjdump /
-# nvidia-cuda-nvdisasm wheels). The search kernels' limits are not enforced yet (reported only).
+# nvidia-cuda-nvdisasm wheels).
 if(KLCAL_ENABLE_CUDA AND TARGET klcal_cuda)
   set(_klcal_sass_script ${PROJECT_SOURCE_DIR}/scripts/sass-report.sh)
   execute_process(COMMAND ${_klcal_sass_script} --find-tools RESULT_VARIABLE _klcal_sass_rc
@@ -13,7 +13,7 @@ if(KLCAL_ENABLE_CUDA AND TARGET klcal_cuda)
                    "nvidia-cuda-nvdisasm), sass_report test not registered")
   else()
     add_test(NAME sass_report
-             COMMAND ${_klcal_sass_script} ${PROJECT_BINARY_DIR} --no-search-limits)
+             COMMAND ${_klcal_sass_script} ${PROJECT_BINARY_DIR})
     set_tests_properties(sass_report PROPERTIES LABELS cpu TIMEOUT 300)
   endif()
 endif()
