@@ -168,10 +168,19 @@ __device__ inline block_sums block_sum(block_sums v, block_sums* shared) {
   return total;
 }
 
+/// Most mxnet levels whose Q values fit the candidate block's shared-memory table (32 KiB of
+/// fp64): 255 for int8, up to 12 bits; more levels (13..16 bits) take the per-element path.
+constexpr std::int64_t mxnet_table_levels = 4096;
+
 /// One mxnet candidate per block (numerics.md 3): pass 1 counts zeros and sums Q, pass 2 sums
-/// the smoothed KL terms; both are block reductions in a fixed order.
+/// the smoothed KL terms; both are block reductions in a fixed order. Up to mxnet_table_levels
+/// levels, pass 1 is O(L) from the prefix sums (per level: its Q value M_g / n_g, into a shared
+/// table, and how many of its P entries are non-zero) and pass 2 reads the table, rewritten as
+/// one factor per level (sum_q / (sum_p q_k)), so an element costs a load, a multiply and a log,
+/// with no division. More levels: every P[k], Q[k] from the prefix sums, element by element.
 __device__ void mxnet_block(const task_desc& t, const area& a, std::int32_t candidate) {
   __shared__ block_sums scratch[warps_per_block];
+  __shared__ double table[mxnet_table_levels];
   const std::int64_t levels = t.levels;
   const std::int64_t z = t.bins / 2;
   const std::int64_t i = levels / 2 + candidate;
@@ -184,16 +193,44 @@ __device__ void mxnet_block(const task_desc& t, const area& a, std::int32_t cand
   w.per_level = w.size / levels;
   w.levels = levels;
   w.total = a.s[t.bins];
+  const bool tabled = levels <= mxnet_table_levels;  // uniform per block
 
   block_sums acc{0.0, 0, 0};  // sum Q, zeros of P, zeros of Q
-  for (std::int64_t k = threadIdx.x; k < w.size; k += threads) {
-    const std::uint64_t p = w.p(k);
-    const double q = w.q(k, p);
-    acc.x += q;
-    acc.a += p == 0 ? 1 : 0;
-    acc.b += q == 0.0 ? 1 : 0;
+  if (tabled) {
+    // Level g covers window entries [g m, end); M_g and n_g skip W[0] (numerics.md 3).
+    const std::uint64_t* s = w.s + w.first;
+    const std::uint32_t* n = w.n + w.first;
+    const std::uint64_t* c = w.c + w.first;
+    const std::int64_t last = w.size - 1;
+    for (std::int64_t g = threadIdx.x; g < levels; g += threads) {
+      const std::int64_t begin = g * w.per_level;
+      const std::int64_t end = g == levels - 1 ? w.size : begin + w.per_level;
+      const std::int64_t lo = begin > 1 ? begin : 1;
+      const std::uint32_t nonzero = end > lo ? n[end] - n[lo] : 0u;
+      const double q = nonzero == 0 ? 0.0
+                                    : static_cast<double>(s[end] - s[lo]) /
+                                          static_cast<double>(nonzero);
+      // Non-zero P entries of the level: N over [begin, end), with P[0] and P[s-1] (which
+      // carry the outliers) in place of their bins.
+      std::int64_t p_nonzero = n[end] - n[begin];
+      if (begin == 0) p_nonzero += (w.p(0) != 0 ? 1 : 0) - (c[0] != 0 ? 1 : 0);
+      if (end == w.size) p_nonzero += (w.p(last) != 0 ? 1 : 0) - (c[last] != 0 ? 1 : 0);
+      const std::int64_t width = end - begin;
+      table[g] = q;
+      acc.x += static_cast<double>(p_nonzero) * q;
+      acc.a += static_cast<std::int32_t>(width - p_nonzero);
+      acc.b += static_cast<std::int32_t>(q == 0.0 ? width : width - p_nonzero);
+    }
+  } else {
+    for (std::int64_t k = threadIdx.x; k < w.size; k += threads) {
+      const std::uint64_t p = w.p(k);
+      const double q = w.q(k, p);
+      acc.x += q;
+      acc.a += p == 0 ? 1 : 0;
+      acc.b += q == 0.0 ? 1 : 0;
+    }
   }
-  acc = block_sum(acc, scratch);
+  acc = block_sum(acc, scratch);  // its barriers also publish the table
   // Every thread derives the same smoothing constants from the same totals.
   const double size = static_cast<double>(w.size);
   const double nonzero_p = size - acc.a;
@@ -204,7 +241,39 @@ __device__ void mxnet_block(const task_desc& t, const area& a, std::int32_t cand
   const double sum_q = acc.x;
   const double sum_p = static_cast<double>(w.total);
   block_sums kl{0.0, 0, 0};
-  if (finite) {  // uniform per block
+  if (finite && tabled) {  // uniform per block
+    // p_k / q_k = (P[k] - dp) * f_g with f_g = sum_q / (sum_p (Q_g - dq)), or
+    // sum_q / (sum_p eps) where Q_g = 0; P[k] = 0 (then Q[k] = 0 too) gives the constant ratio
+    // sum_q / sum_p, added once for all zeros below. 1 / sum_p is factored out of the sum.
+    const double ratio = sum_q / sum_p;
+    for (std::int64_t g = threadIdx.x; g < levels; g += threads) {
+      const double q = table[g];
+      table[g] = ratio / (q == 0.0 ? mxnet_eps : q - dq);
+    }
+    __syncthreads();
+    // Level of k = threadIdx.x + j * threads, stepped without a division per element.
+    const std::int32_t m = static_cast<std::int32_t>(w.per_level);
+    const std::int32_t top = static_cast<std::int32_t>(levels - 1);
+    const std::int32_t step_g = threads / m;
+    const std::int32_t step_r = threads % m;
+    std::int32_t g = static_cast<std::int32_t>(threadIdx.x) / m;
+    std::int32_t r = static_cast<std::int32_t>(threadIdx.x) % m;
+    for (std::int64_t k = threadIdx.x; k < w.size; k += threads) {
+      const std::uint64_t p = w.p(k);
+      if (p != 0) {
+        const double x = static_cast<double>(p) - dp;
+        kl.x += x * log(x * table[g < top ? g : top]);
+      }
+      g += step_g;
+      r += step_r;
+      if (r >= m) {
+        r -= m;
+        ++g;
+      }
+    }
+    kl = block_sum(kl, scratch);
+    kl.x = (kl.x + static_cast<double>(acc.a) * mxnet_eps * log(ratio)) / sum_p;
+  } else if (finite) {  // uniform per block
     for (std::int64_t k = threadIdx.x; k < w.size; k += threads) {
       const std::uint64_t p = w.p(k);
       const double q = w.q(k, p);
