@@ -207,9 +207,8 @@ __device__ void mxnet_block(const task_desc& t, const area& a, std::int32_t cand
       const std::int64_t end = g == levels - 1 ? w.size : begin + w.per_level;
       const std::int64_t lo = begin > 1 ? begin : 1;
       const std::uint32_t nonzero = end > lo ? n[end] - n[lo] : 0u;
-      const double q = nonzero == 0 ? 0.0
-                                    : static_cast<double>(s[end] - s[lo]) /
-                                          static_cast<double>(nonzero);
+      const double q =
+          nonzero == 0 ? 0.0 : static_cast<double>(s[end] - s[lo]) / static_cast<double>(nonzero);
       // Non-zero P entries of the level: N over [begin, end), with P[0] and P[s-1] (which
       // carry the outliers) in place of their bins.
       std::int64_t p_nonzero = n[end] - n[begin];
