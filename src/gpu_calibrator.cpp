@@ -140,20 +140,24 @@ void* calibrator::allocate(std::size_t bytes, cudaStream_t stream) {
   return p;
 }
 
+/// Frees through the allocator (or cudaFreeAsync) on `stream`; returns the cudaError_t as int.
+int calibrator::deallocate(void* p, std::size_t bytes, cudaStream_t stream) noexcept {
+  if (p == nullptr) return cudaSuccess;
+  if (alloc_.deallocate != nullptr) {
+    alloc_.deallocate(p, bytes, stream, alloc_.context);
+    return cudaSuccess;
+  }
+  return cudaFreeAsync(p, stream);
+}
+
 void calibrator::release() noexcept {
   if (d_counts_ == nullptr && d_stats_ == nullptr && d_scratch_ == nullptr) return;
   // Stream-ordered frees on the owning stream, on the calibrator's device; no synchronization.
   const device_guard g(device_);
-  auto free_one = [&](void* p, std::size_t bytes) {
-    if (p == nullptr) return;
-    if (alloc_.deallocate != nullptr)
-      alloc_.deallocate(p, bytes, stream_, alloc_.context);
-    else
-      (void)cudaFreeAsync(p, stream_);
-  };
-  free_one(d_counts_, static_cast<std::size_t>(range_.spec.bins) * sizeof(std::uint64_t));
-  free_one(d_stats_, stats_block_bytes);
-  free_one(d_scratch_, scratch_bytes_);
+  (void)deallocate(d_counts_, static_cast<std::size_t>(range_.spec.bins) * sizeof(std::uint64_t),
+                   stream_);
+  (void)deallocate(d_stats_, stats_block_bytes, stream_);
+  (void)deallocate(d_scratch_, scratch_bytes_, stream_);
   d_counts_ = nullptr;
   d_stats_ = d_batch_stats_ = nullptr;
   d_result_ = nullptr;
@@ -163,12 +167,8 @@ void calibrator::release() noexcept {
 
 void* calibrator::scratch(std::size_t bytes, cudaStream_t stream) {
   if (bytes <= scratch_bytes_) return d_scratch_;
-  if (d_scratch_ != nullptr) {
-    if (alloc_.deallocate != nullptr)
-      alloc_.deallocate(d_scratch_, scratch_bytes_, stream, alloc_.context);
-    else
-      check_cuda(cudaFreeAsync(d_scratch_, stream), "cudaFreeAsync(scratch)");
-  }
+  check_cuda(static_cast<cudaError_t>(deallocate(d_scratch_, scratch_bytes_, stream)),
+             "cudaFreeAsync(scratch)");
   d_scratch_ = nullptr;
   scratch_bytes_ = 0;
   d_scratch_ = allocate(bytes, stream);
@@ -238,9 +238,7 @@ void calibrator::add_range(const void* d_in, std::int64_t n, dtype t, cudaStream
 
 void calibrator::end_range_pass(cudaStream_t stream) {
   detail::range_state r = detail::range_state::of(range_);
-  if (r.policy != range_policy::two_pass || r.range_done) {
-    r.end_range_pass(0.0f, who);  // throws the policy's error
-  }
+  r.require_open_range_pass(who);  // before the synchronizing read of the statistics
   r.end_range_pass(stats(stream).max_abs, who);
   r.store(range_);
 }

@@ -107,10 +107,14 @@ std::int32_t range_state::grow_for(float batch_max_abs) noexcept {
   return doublings;
 }
 
-void range_state::end_range_pass(float max_abs, const std::string& who) {
+void range_state::require_open_range_pass(const std::string& who) const {
   if (policy != range_policy::two_pass)
     fail(errc::invalid_option, who, "end_range_pass() needs two_pass");
   if (range_done) fail(errc::invalid_option, who, "end_range_pass() called twice");
+}
+
+void range_state::end_range_pass(float max_abs, const std::string& who) {
+  require_open_range_pass(who);
   // numerics.md 1.5: hi = max(max_abs, 2^-64); the floor also covers subnormal maxima.
   const float floor = std::ldexp(1.0f, streaming_min_exponent);
   const histogram_spec s = two_pass_spec(spec.kind, spec.bins, max_abs > floor ? max_abs : floor);

@@ -124,6 +124,7 @@ class calibrator {
   calibrator(const calibrator_state& s, cudaStream_t stream, const device_allocator& alloc);
   void release() noexcept;
   void* allocate(std::size_t bytes, cudaStream_t stream);
+  int deallocate(void* p, std::size_t bytes, cudaStream_t stream) noexcept;
   void* scratch(std::size_t bytes, cudaStream_t stream);
   void bin(const void* d_in, std::int64_t n, dtype t, cudaStream_t stream);
   void stats_into(tensor_stats* d_stats, const void* d_in, std::int64_t n, dtype t,

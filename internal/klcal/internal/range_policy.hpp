@@ -48,6 +48,9 @@ struct range_state {
   /// number of pairwise folds the existing counts need (0 when the range does not grow).
   std::int32_t grow_for(float batch_max_abs) noexcept;
 
+  /// end_range_pass(): throws unless two-pass and still in the first pass.
+  void require_open_range_pass(const std::string& who) const;
+
   /// Two-pass: closes the first pass with hi = max(max_abs, 2^-64); throws when that range is
   /// invalid (e.g. [-hi, hi) wider than FLT_MAX) or when the first pass was already closed.
   void end_range_pass(float max_abs, const std::string& who);
