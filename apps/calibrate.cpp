@@ -12,6 +12,7 @@
 
 #include "args.hpp"
 #include "cli.hpp"
+#include "outputs.hpp"
 #include "report.hpp"
 
 namespace klcal::cli {
@@ -20,8 +21,9 @@ namespace {
 const char* k_calibrate_help = R"(usage: klcal calibrate [options] INPUT...
 
 INPUT: .npy files (tensor name = file stem), .npz archives (tensor name = member name
-without .npy) or directories of them (not recursive, sorted by name). The same tensor name
-in several inputs = several calibration batches of one tensor.
+without .npy) or directories of them (natural order: layer.2 before layer.10; subdirectories
+with --recursive). The same tensor name in several inputs = several calibration batches of one
+tensor. Only regular files are read; a file given twice is refused.
 
   --method M         entropy|max|percentile|mse; comma-separated or repeated (default entropy)
   --rules R          tensorrt|mxnet entropy rule set (default tensorrt)
@@ -34,12 +36,15 @@ in several inputs = several calibration batches of one tensor.
   --percentile P     percentile method, 0..100 (default 99.99)
   --threads N        CPU threads, 0 = all (default 0)
   --device D         auto|gpu|cpu (default auto: GPU when one is present)
-  --cache FILE       TensorRT calibration cache (first method)
+  --cache FILE       TensorRT calibration cache (first method; needs --bits 8, signed)
   --trt-version V    cache header version, 4 or 6 digits (default 8601)
   --json FILE        Q/DQ parameters, statistics and quality figures
   --csv FILE         one row per tensor and method
   --curves DIR       per-tensor histogram and score curves as CSV (for python_ref/plot.py)
-  --force            overwrite existing output files
+  --names FILE       JSON map {"dump name": "name" or ["name", ...]} of output names
+  --recursive, -r    descend into subdirectories of directory inputs
+  --force            overwrite existing output files ('-' = standard output, character
+                     devices and FIFOs are written without it)
   --quiet, -q        no progress bar, no table
 )";
 
@@ -90,6 +95,42 @@ search_options options_for(const calibrate_settings& s, method m) {
   return o;
 }
 
+/// One line on stderr (also with --quiet) for a tensor with a zero scale: TensorRT would
+/// quantize every value of it to 0.
+void warn_zero_scale(const tensor_result& t, progress_bar& bar) {
+  std::string which;
+  for (std::size_t k = 0; k < t.results.size(); ++k) {
+    if (t.results[k].scale == 0.0f)
+      which += std::string(which.empty() ? "" : ", ") + method_name(t.opts[k].meth);
+  }
+  if (which.empty()) return;
+  std::string why;
+  if (t.stats.finite_count == 0) {
+    why = "has no finite values (" + std::to_string(t.stats.nan_count) + " NaN, " +
+          std::to_string(t.stats.inf_count) + " Inf)";
+  } else if (t.stats.max_abs == 0.0f) {
+    why = "is all zero";
+  } else {
+    why = "has max |x| = " + fmt_g(t.stats.max_abs) + " (too small for the histogram range)";
+  }
+  bar.finish();
+  warn("tensor '" + t.name + "' " + why + ": scale 0 (" + which +
+       "); a reader of the cache would quantize all of it to 0");
+}
+
+/// The results under their --names output names: a tensor mapped to several names appears once
+/// per name (the same histogram and thresholds).
+std::vector<tensor_result> renamed(const std::vector<tensor_result>& in, const name_map& names) {
+  std::vector<tensor_result> out;
+  for (const auto& t : in) {
+    for (const auto& n : names.targets(t.name)) {
+      out.push_back(t);
+      out.back().name = n;
+    }
+  }
+  return out;
+}
+
 void validate_settings(calibrate_settings& s) {
   if (s.methods.empty()) s.methods.push_back(method::entropy);
   {
@@ -115,10 +156,20 @@ void validate_settings(calibrate_settings& s) {
   if (s.start_bin < 1) {
     throw usage_error("--start-bin " + std::to_string(s.start_bin) + ": must be >= 1");
   }
-  if (s.trt_version.size() < 4 || s.trt_version.size() > 6 ||
-      s.trt_version.find_first_not_of("0123456789") != std::string::npos) {
-    throw usage_error("--trt-version '" + s.trt_version +
-                      "': expected 4 digits (TensorRT <= 8, e.g. 8601) or 6 (e.g. 100900)");
+  const std::string& v = s.trt_version;
+  if ((v.size() != 4 && v.size() != 6) || v.find_first_not_of("0123456789") != std::string::npos ||
+      v[0] == '0') {
+    throw usage_error("--trt-version '" + escaped(v) +
+                      "': expected a TensorRT version number, 4 digits (TensorRT <= 8, e.g. 8601) "
+                      "or 6 (TensorRT >= 10, e.g. 100900), not starting with 0");
+  }
+  if (!s.cache_path.empty() && (s.bits != 8 || s.is_unsigned)) {
+    throw usage_error("--cache needs --bits 8 and signed levels (got --bits " +
+                      std::to_string(s.bits) + (s.is_unsigned ? " --unsigned" : "") +
+                      "): TensorRT reads a cache value as the scale of signed 8-bit levels (range "
+                      "= scale x 127); "
+                      "use --json for other "
+                      "quantization settings");
   }
   if (mx) {
     if (s.bins % 2 == 0) {
@@ -158,35 +209,28 @@ void validate_settings(calibrate_settings& s) {
   }
 }
 
-void check_output(const std::string& path, bool force, const std::string& opt) {
-  if (path.empty()) return;
-  struct stat st {};
-  if (::stat(path.c_str(), &st) == 0) {
-    if (S_ISDIR(st.st_mode)) throw error(errc::io_error, opt + " " + path + ": is a directory");
-    if (!force) {
-      throw error(errc::io_error, opt + " " + path + ": file exists (use --force to overwrite)");
-    }
-  }
-  auto slash = path.find_last_of('/');
-  std::string dir = slash == std::string::npos ? "." : path.substr(0, slash == 0 ? 1 : slash);
-  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-    throw error(errc::io_error, opt + " " + path + ": directory " + dir + " does not exist");
-  }
-  if (::access(dir.c_str(), W_OK) != 0) {
-    throw error(errc::io_error, opt + " " + path + ": directory " + dir + " is not writable");
-  }
-}
-
 }  // namespace
 
 int calibrate(calibrate_settings s) {
   validate_settings(s);
-  check_output(s.cache_path, s.force, "--cache");
-  check_output(s.json_path, s.force, "--json");
-  check_output(s.csv_path, s.force, "--csv");
+  if (s.curves_dir == "-") throw usage_error("--curves -: --curves names a directory");
+  output_set outputs(s.force);
+  outputs.add("--cache", s.cache_path);
+  outputs.add("--json", s.json_path);
+  outputs.add("--csv", s.csv_path);
   if (s.inputs.empty()) throw usage_error("calibrate: no INPUT given (see klcal calibrate --help)");
-  std::vector<tensor_group> groups = collect_inputs(s.inputs);
+  const name_map names = s.names_path.empty() ? name_map() : name_map(s.names_path);
+  std::vector<file_id> input_files;
+  input_options in_opts;
+  in_opts.recursive = s.recursive;
+  std::vector<tensor_group> groups = collect_inputs(s.inputs, in_opts, &input_files);
   if (groups.empty()) throw error(errc::io_error, "no tensors found in the inputs");
+  names.check(groups);
+  if (!s.cache_path.empty()) {
+    for (const auto& g : groups) {
+      for (const auto& n : names.targets(g.name)) warn_cache_name(n);
+    }
+  }
 
   // Curve files are named after tensors, so they can be checked only once the names are known.
   std::vector<std::string> hist_files(groups.size());
@@ -208,17 +252,19 @@ int calibrate(calibrate_settings s) {
       for (int k = 2; used.count(stem); ++k) stem = base + "~" + std::to_string(k);
       used.insert(stem);
       hist_files[g] = stem + ".histogram.csv";
-      check_output(s.curves_dir + "/" + hist_files[g], s.force, "--curves");
+      outputs.add("--curves", s.curves_dir + "/" + hist_files[g]);
       for (auto m : s.methods) {
         std::string f;
         if (m == method::entropy || m == method::mse) {
           f = stem + "." + method_name(m) + ".csv";
-          check_output(s.curves_dir + "/" + f, s.force, "--curves");
+          outputs.add("--curves", s.curves_dir + "/" + f);
         }
         curve_files[g].push_back(f);
       }
     }
   }
+
+  outputs.refuse_inputs(input_files);
 
   // Open every source once before any work: headers are checked and sizes known up front.
   std::uint64_t total_bytes = 0;
@@ -295,13 +341,9 @@ int calibrate(calibrate_settings s) {
         }
       }
     }
-    if (t.stats.finite_count == 0) {
-      bar.finish();
-      warn("tensor '" + grp.name + "' has no finite values (" + std::to_string(t.stats.nan_count) +
-           " NaN, " + std::to_string(t.stats.inf_count) + " Inf): degenerate result, scale 0");
-    }
     t.opts = opts;
     be->search(t.spec, t.stats.max_abs, opts, want_curves, t.results, t.curves);
+    warn_zero_scale(t, bar);
     if (want_curves) {
       t.counts = be->counts();
       t.hist_file = hist_files[g];
@@ -312,25 +354,29 @@ int calibrate(calibrate_settings s) {
   bar.finish();
   if (out.empty()) throw error(errc::io_error, "every tensor in the inputs is empty");
 
-  if (!s.quiet) print_results(s, out);
+  if (!names.empty()) out = renamed(out, names);
+
+  if (!s.quiet && !outputs.uses_stdout()) print_results(s, out);
   if (!s.cache_path.empty()) {
     formats::calibration_cache cache;
     cache.version = s.trt_version;
     cache.algorithm = s.methods[0] == method::entropy ? "EntropyCalibration2" : "MinMaxCalibration";
     for (const auto& t : out) cache.entries.push_back({t.name, t.results[0].scale});
-    formats::write_file(s.cache_path, formats::format_cache(cache));
+    outputs.set(s.cache_path, formats::format_cache(cache));
   }
-  if (!s.json_path.empty()) formats::write_file(s.json_path, write_json(s, be->name(), out));
-  if (!s.csv_path.empty()) formats::write_file(s.csv_path, write_csv(out));
+  if (!s.json_path.empty()) outputs.set(s.json_path, write_json(s, be->name(), out));
+  if (!s.csv_path.empty()) outputs.set(s.csv_path, write_csv(out));
   if (want_curves) {
+    std::set<std::string> written;  // a tensor mapped to several names has one set of curves
     for (const auto& t : out) {
+      if (!written.insert(t.hist_file).second) continue;
       std::ostringstream h;
       h << "bin,lo_edge,count\n";
       double w = double(t.spec.hi - t.spec.lo) / t.spec.bins;
       for (std::size_t j = 0; j < t.counts.size(); ++j) {
         h << j << "," << g17(double(t.spec.lo) + double(j) * w) << "," << t.counts[j] << "\n";
       }
-      formats::write_file(s.curves_dir + "/" + t.hist_file, h.str());
+      outputs.set(s.curves_dir + "/" + t.hist_file, h.str());
       for (std::size_t k = 0; k < t.opts.size(); ++k) {
         if (t.curve_files[k].empty()) continue;
         std::ostringstream cv;
@@ -339,10 +385,11 @@ int calibrate(calibrate_settings s) {
           cv << i << "," << g17(candidate_threshold(t.spec, t.opts[k], std::int64_t(i))) << ","
              << g17(t.curves[k][i]) << "\n";
         }
-        formats::write_file(s.curves_dir + "/" + t.curve_files[k], cv.str());
+        outputs.set(s.curves_dir + "/" + t.curve_files[k], cv.str());
       }
     }
   }
+  outputs.write_all();
   return exit_ok;
 }
 
@@ -407,6 +454,11 @@ int run_calibrate(const std::vector<std::string>& args) {
     } else if (a == "--force") {
       w.no_value(a);
       s.force = true;
+    } else if (a == "--recursive" || a == "-r") {
+      w.no_value(a);
+      s.recursive = true;
+    } else if (a == "--names") {
+      s.names_path = w.value(a);
     } else if (a == "--quiet" || a == "-q") {
       w.no_value(a);
       s.quiet = true;

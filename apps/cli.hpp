@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "inputs.hpp"
 #include "klcal/config.hpp"
 #include "klcal/formats.hpp"
 #include "klcal/types.hpp"
@@ -30,29 +31,6 @@ struct usage_error : std::runtime_error {
 
 /// Prints "klcal: warning: ..." on stderr.
 void warn(const std::string& msg);
-
-// ---- inputs -----------------------------------------------------------------------------------
-
-/// One stored array: a .npy file, or one member of an .npz archive.
-struct tensor_source {
-  std::string file;             ///< path of the .npy or .npz
-  std::string member;           ///< zip member file name ("" for .npy)
-  formats::zip_member entry{};  ///< its directory entry (reopened without parsing the archive)
-  std::string display() const { return member.empty() ? file : file + ":" + member; }
-  /// Opens a chunked reader (throws klcal::error naming the file).
-  formats::npy_reader open(std::size_t chunk_bytes = std::size_t{16} << 20) const;
-};
-
-/// All batches of one tensor name, in input order.
-struct tensor_group {
-  std::string name;
-  std::vector<tensor_source> sources;
-};
-
-/// Expands INPUT arguments (.npy, .npz, directories of them, non-recursive, sorted) into tensor
-/// groups in order of first appearance. Throws klcal::error for missing files, unknown
-/// extensions and directories without tensors.
-std::vector<tensor_group> collect_inputs(const std::vector<std::string>& inputs);
 
 // ---- backends -------------------------------------------------------------------------------
 
@@ -102,7 +80,8 @@ histogram_spec two_pass_spec(float max_abs, std::int32_t bins, bool signed_layou
 std::string fmt_g(double v, int digits = 6);
 /// True when the path exists (file, directory or anything else).
 bool path_exists(const std::string& p);
-/// Prints rows as a table: first column left-aligned, the others right-aligned.
+/// Prints rows as a table: first column left-aligned, the others right-aligned; control
+/// characters in cells are escaped (escaped()).
 void print_table(const std::vector<std::vector<std::string>>& rows, std::ostream& os);
 
 // ---- subcommands (argv after the subcommand name) ----------------------------------------------
@@ -131,6 +110,8 @@ struct calibrate_settings {
   std::string trt_version = "8601";
   bool force = false;
   bool quiet = false;
+  bool recursive = false;  ///< --recursive: descend into subdirectories of directory inputs
+  std::string names_path;  ///< --names: JSON map of dump names to output names
 };
 
 /// Runs a calibration (validation of settings and outputs first, then the work).

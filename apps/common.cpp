@@ -1,12 +1,10 @@
-// Input discovery, the CPU backend adapter, backend selection and small helpers of the klcal tool.
-#include <dirent.h>
+// The CPU backend adapter, backend selection and small helpers of the klcal tool.
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
-#include <map>
 
 #include "cli.hpp"
 #include "klcal/cpu.hpp"
@@ -14,7 +12,7 @@
 namespace klcal::cli {
 
 void warn(const std::string& msg) {
-  std::cerr << "klcal: warning: " << msg << "\n";
+  std::cerr << "klcal: warning: " << escaped(msg) << "\n";
 }
 
 const char* method_name(method m) {
@@ -48,88 +46,6 @@ std::string fmt_g(double v, int digits) {
 bool path_exists(const std::string& p) {
   struct stat st {};
   return ::stat(p.c_str(), &st) == 0;
-}
-
-namespace {
-
-bool ends_with(const std::string& s, const std::string& suf) {
-  return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
-}
-
-std::string base_name(const std::string& p) {
-  auto slash = p.find_last_of('/');
-  return slash == std::string::npos ? p : p.substr(slash + 1);
-}
-
-void add_file(const std::string& path, std::vector<tensor_group>& groups,
-              std::map<std::string, std::size_t>& index) {
-  auto add = [&](const std::string& name, tensor_source src) {
-    auto it = index.find(name);
-    if (it == index.end()) {
-      index.emplace(name, groups.size());
-      groups.push_back(tensor_group{name, {std::move(src)}});
-    } else {
-      groups[it->second].sources.push_back(std::move(src));
-    }
-  };
-  if (ends_with(path, ".npy")) {
-    std::string b = base_name(path);
-    add(b.substr(0, b.size() - 4), tensor_source{path, ""});
-  } else if (ends_with(path, ".npz")) {
-    formats::npz_archive a(formats::open_file(path));
-    std::size_t used = 0;
-    for (const auto& m : a.members()) {
-      if (!ends_with(m.file_name, ".npy")) {
-        warn(path + ": member '" + m.file_name + "' is not a .npy, skipped");
-        continue;
-      }
-      add(formats::npz_archive::tensor_name(m), tensor_source{path, m.file_name, m});
-      ++used;
-    }
-    if (used == 0) warn(path + ": archive contains no .npy members");
-  } else {
-    throw error(errc::io_error, path + ": not a .npy or .npz file (unknown extension)");
-  }
-}
-
-}  // namespace
-
-formats::npy_reader tensor_source::open(std::size_t chunk_bytes) const {
-  if (member.empty()) return formats::open_npy(file, chunk_bytes);
-  // The directory was read once by collect_inputs; a large archive is not parsed per open.
-  formats::npz_archive a(formats::open_file(file), {entry});
-  return a.open_npy(entry, chunk_bytes);
-}
-
-std::vector<tensor_group> collect_inputs(const std::vector<std::string>& inputs) {
-  std::vector<tensor_group> groups;
-  std::map<std::string, std::size_t> index;
-  for (const auto& in : inputs) {
-    struct stat st {};
-    if (::stat(in.c_str(), &st) != 0)
-      throw error(errc::io_error, in + ": no such file or directory");
-    if (S_ISDIR(st.st_mode)) {
-      DIR* d = ::opendir(in.c_str());
-      if (!d) throw error(errc::io_error, in + ": cannot read directory");
-      std::vector<std::string> files;
-      while (dirent* e = ::readdir(d)) {
-        std::string n = e->d_name;
-        if (ends_with(n, ".npy") || ends_with(n, ".npz")) {
-          std::string p = in + (ends_with(in, "/") ? "" : "/") + n;
-          struct stat fs {};
-          if (::stat(p.c_str(), &fs) == 0 && S_ISREG(fs.st_mode)) files.push_back(p);
-        }
-      }
-      ::closedir(d);
-      if (files.empty())
-        throw error(errc::io_error, in + ": directory contains no .npy or .npz files");
-      std::sort(files.begin(), files.end());  // byte order: the same on every platform
-      for (const auto& f : files) add_file(f, groups, index);
-    } else {
-      add_file(in, groups, index);
-    }
-  }
-  return groups;
 }
 
 // ---- CPU backend ------------------------------------------------------------------------------

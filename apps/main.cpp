@@ -42,13 +42,13 @@ int main(int argc, char** argv) {
     if (cmd == "check") return run_check(args);
     if (cmd == "demo") return run_demo(args);
     if (cmd == "bench-histogram") return run_bench_histogram(args);
-    std::cerr << "klcal: unknown command '" << cmd << "' (try klcal --help)\n";
+    std::cerr << "klcal: unknown command '" << escaped(cmd) << "' (try klcal --help)\n";
     return exit_usage;
   } catch (const usage_error& e) {
-    std::cerr << "klcal " << cmd << ": error: " << e.what() << "\n";
+    std::cerr << "klcal " << escaped(cmd) << ": error: " << escaped(e.what()) << "\n";
     return exit_usage;
   } catch (const klcal::error& e) {
-    std::cerr << "klcal " << cmd << ": error: " << e.what() << "\n";
+    std::cerr << "klcal " << escaped(cmd) << ": error: " << escaped(e.what()) << "\n";
     klcal::errc c = e.code().code;
     if (c == klcal::errc::cuda_error || c == klcal::errc::out_of_memory) return exit_internal;
     if (c == klcal::errc::io_error || c == klcal::errc::format_error) return exit_input;
@@ -57,7 +57,7 @@ int main(int argc, char** argv) {
     std::cerr << "klcal " << cmd << ": error: out of memory\n";
     return exit_internal;
   } catch (const std::exception& e) {
-    std::cerr << "klcal " << cmd << ": error: " << e.what() << "\n";
+    std::cerr << "klcal " << escaped(cmd) << ": error: " << escaped(e.what()) << "\n";
     return exit_internal;
   }
 }

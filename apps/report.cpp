@@ -90,7 +90,11 @@ void print_results(const calibrate_settings& s, const std::vector<tensor_result>
   if (any_deg) std::cout << "* degenerate result (empty, all-zero, or every candidate infinite)\n";
 }
 
-void print_table(const std::vector<std::vector<std::string>>& rows, std::ostream& os) {
+void print_table(const std::vector<std::vector<std::string>>& raw, std::ostream& os) {
+  std::vector<std::vector<std::string>> rows = raw;  // a terminal never sees control characters
+  for (auto& r : rows) {
+    for (auto& c : r) c = escaped(c);
+  }
   std::vector<std::size_t> w;
   for (const auto& r : rows) {
     if (w.size() < r.size()) w.resize(r.size(), 0);

@@ -35,7 +35,8 @@ std::string result_json(const search_result& r) {
     << ", \"zero_point\": 0"
     << ", \"index\": " << r.index << ", \"score\": " << formats::json_number(r.score)
     << ", \"clipped_fraction\": " << formats::json_number(r.clipped_fraction)
-    << ", \"degenerate\": " << (r.degenerate ? "true" : "false");
+    << ", \"degenerate\": " << (r.degenerate ? "true" : "false")
+    << ", \"zero_scale\": " << (r.scale == 0.0f ? "true" : "false");
   return j.str();
 }
 

@@ -1,4 +1,5 @@
 // .npy streaming reader and serializer, plus the file/memory byte sources the readers build on.
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -266,17 +267,43 @@ std::uint32_t load_le32(const unsigned char* p) {
 
 }  // namespace
 
+namespace {
+
+const char* file_kind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  return S_ISREG(mode) ? "a regular file" : "not a regular file";
+}
+
+}  // namespace
+
 std::shared_ptr<byte_source> open_file(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
     fail_io(path, std::string("cannot open: ") + std::strerror(errno));
   }
-  if (S_ISDIR(st.st_mode)) fail_io(path, "is a directory, expected a file");
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) fail_io(path, std::string("cannot open: ") + std::strerror(errno));
-  if (fstat(fileno(f), &st) != 0) {
-    std::fclose(f);
-    fail_io(path, "cannot stat");
+  if (!S_ISREG(st.st_mode))
+    fail_io(path, std::string("is ") + file_kind(st.st_mode) + ", expected a regular file");
+  // O_NONBLOCK: should the path be swapped for a FIFO after the stat, open() must not wait for
+  // a writer; fstat below then refuses it without reading a byte.
+  int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) fail_io(path, std::string("cannot open: ") + std::strerror(errno));
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    fail_io(path, "is not a regular file");
+  }
+  int fl = ::fcntl(fd, F_GETFL);
+  if (fl < 0 || ::fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+    ::close(fd);
+    fail_io(path, std::string("cannot open: ") + std::strerror(errno));
+  }
+  std::FILE* f = ::fdopen(fd, "rb");
+  if (!f) {
+    ::close(fd);
+    fail_io(path, std::string("cannot open: ") + std::strerror(errno));
   }
   return std::make_shared<file_source>(f, static_cast<std::uint64_t>(st.st_size), path);
 }

@@ -10,6 +10,14 @@ if(TARGET klcal_cli)
                        --klcal $<TARGET_FILE:klcal_cli> ${case})
       set_tests_properties(cli_${case} PROPERTIES LABELS cpu SKIP_RETURN_CODE 77 TIMEOUT 900)
     endforeach()
+    # tests/cli/cli_io.py: atomic outputs (disk full, file size limit), output/input checks,
+    # non-regular and duplicate inputs, tensor names, zero scales, --names, order, --recursive.
+    foreach(case disk_full outputs inputs options zero_scale names order)
+      add_test(NAME cli_io_${case}
+               COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/cli/cli_io.py
+                       --klcal $<TARGET_FILE:klcal_cli> ${case})
+      set_tests_properties(cli_io_${case} PROPERTIES LABELS cpu SKIP_RETURN_CODE 77 TIMEOUT 300)
+    endforeach()
   else()
     message(STATUS "klcal: python3 not found, CLI end-to-end tests not registered")
   endif()

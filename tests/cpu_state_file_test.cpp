@@ -680,4 +680,35 @@ TEST(WriteFileAtomic, WritesExactBytesWithNoTemporaryLeft) {
   EXPECT_EQ(dir.list(), std::set<std::string>{"out.bin"});
 }
 
+TEST(StagedFile, NothingChangesUntilCommitAndAnUncommittedOneLeavesNoTemporary) {
+  temp_dir dir;
+  const std::string a = dir.path() + "/a.txt", b = dir.path() + "/b.txt";
+  kf::write_file(a, "old a");
+  {
+    kf::staged_file sa(a, "new a");
+    kf::staged_file sb(b, "new b");
+    EXPECT_EQ(slurp(a), "old a");  // staged: written and synced beside the target only
+    EXPECT_EQ(dir.list().size(), 3u);
+    sa.commit();
+    EXPECT_EQ(slurp(a), "new a");
+  }  // sb is destroyed uncommitted
+  EXPECT_EQ(dir.list(), std::set<std::string>{"a.txt"});
+  kf::staged_file moved = kf::staged_file(b, "b");
+  moved.commit();
+  EXPECT_EQ(slurp(b), "b");
+  EXPECT_TRUE(has(error_of([&] { moved.commit(); }, errc::io_error), "committed twice"));
+  EXPECT_EQ(dir.list(), (std::set<std::string>{"a.txt", "b.txt"}));
+}
+
+TEST(OpenFile, RefusesNonRegularFilesWithoutReading) {
+  temp_dir dir;
+  // A FIFO without a writer: opening it for reading would block forever.
+  const std::string fifo = dir.path() + "/p.npy";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0666), 0);
+  EXPECT_TRUE(has(error_of([&] { kf::open_file(fifo); }, errc::io_error),
+                  fifo + ": is a FIFO (named pipe), expected a regular file"));
+  EXPECT_TRUE(has(error_of([&] { kf::open_npy("/dev/zero"); }, errc::io_error),
+                  "/dev/zero: is a character device"));
+}
+
 }  // namespace

@@ -40,7 +40,8 @@ class byte_source {
 };
 
 /// Opens a regular file for reading (errc::io_error naming `path` when it cannot be opened or
-/// is a directory).
+/// is not a regular file: a directory, FIFO, device or socket is refused without reading from
+/// it, so a FIFO without a writer never blocks).
 std::shared_ptr<byte_source> open_file(const std::string& path);
 
 /// A non-owning view of `n` bytes at `data` (used by tests and fuzzers). `data` must outlive it.
@@ -191,6 +192,29 @@ void write_file(const std::string& path, const std::string& bytes);
 /// `path` and the failing step. Preconditions: the directory of `path` exists and is writable.
 /// A symbolic link at `path` is replaced by a regular file (the link's target is not written).
 void write_file_atomic(const std::string& path, const std::string& bytes);
+
+/// The two halves of write_file_atomic, for a caller that replaces several files together:
+/// the constructor writes `bytes` to the temporary beside `path` and fsyncs it (errc::io_error
+/// naming `path`, temporary removed, on failure); commit() renames it over `path` and syncs
+/// the directory. Destroying a staged file that was not committed removes the temporary and
+/// leaves `path` as it was. Stage every file first, then commit them all: a failing write
+/// (disk full) then changes none of the targets. Move-only.
+class staged_file {
+ public:
+  staged_file(const std::string& path, const std::string& bytes);
+  ~staged_file();
+  staged_file(staged_file&& o) noexcept;
+  staged_file(const staged_file&) = delete;
+  staged_file& operator=(const staged_file&) = delete;
+  staged_file& operator=(staged_file&&) = delete;
+  /// Renames the temporary over the target (errc::io_error on failure, temporary removed).
+  void commit();
+  const std::string& path() const noexcept { return path_; }
+
+ private:
+  std::string path_;
+  std::string temp_;  ///< empty once committed or moved from
+};
 
 /// One member to put into an .npz archive.
 struct npz_entry {

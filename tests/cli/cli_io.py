@@ -1,0 +1,443 @@
+#!/usr/bin/env python3
+"""End-to-end tests of what the klcal tool reads and writes: atomic outputs (disk full, file size
+limit), output/input collisions, non-regular inputs, duplicate inputs, tensor names, zero-scale
+warnings, --names, natural order and --recursive."""
+import argparse
+import json
+import os
+import resource
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import zipfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cli_e2e as e2e  # noqa: E402  (run, require, read_cache, f32_hex; exits 77 without numpy)
+from cli_e2e import np, require, read_cache  # noqa: E402
+
+
+def run(args, expect_rc=0, check=True, **kw):
+    """Runs klcal with a timeout (a hang is a failure, never a stuck test)."""
+    p = subprocess.run([e2e.KLCAL] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True, timeout=kw.pop("timeout", 60), **kw)
+    if check and p.returncode != expect_rc:
+        raise AssertionError(f"klcal {' '.join(args)}: exit {p.returncode}, expected {expect_rc}\n"
+                             f"stdout:\n{p.stdout}\nstderr:\n{p.stderr}")
+    return p
+
+
+def expect_error(args, rc, needle, **kw):
+    """One error line containing `needle`, exit code `rc`, no crash."""
+    p = run(args, check=False, **kw)
+    lines = p.stderr.strip().splitlines()
+    ok = p.returncode == rc and needle in p.stderr and len(lines) == 1
+    print(f"{'ok  ' if ok else 'FAIL'} rc={p.returncode} {' '.join(args)[:80]}: {p.stderr.strip()}")
+    require(ok, f"{args}: rc {p.returncode} (want {rc}), stderr {p.stderr!r}, want {needle!r}")
+    return p
+
+
+def leftovers(d):
+    """Temporaries of the atomic writer left in d."""
+    return [f for f in os.listdir(d) if ".tmp." in f]
+
+
+def npy_bytes(a):
+    import io
+    b = io.BytesIO()
+    np.save(b, a)
+    return b.getvalue()
+
+
+def small_inputs(d, n=6):
+    rng = np.random.default_rng(7)
+    for i in range(n):
+        np.save(os.path.join(d, f"t{i}.npy"), rng.normal(0, 1 + i, 3000).astype(np.float32))
+
+
+# ---- atomic outputs -----------------------------------------------------------------------
+
+
+def check_untouched(outs, before, d, p):
+    for path, text in zip(outs, before):
+        require(open(path).read() == text, f"{path} was changed by a failing run:\n{p.stderr}")
+    require(not leftovers(d), f"temporaries left behind: {leftovers(d)}")
+
+
+def case_disk_full(work):
+    """Disk full on a small tmpfs (skipped where mount is not allowed), then a file size limit
+    (RLIMIT_FSIZE, write() fails with EFBIG): every run either replaces all outputs or none."""
+    d = os.path.join(work, "in")
+    os.makedirs(d)
+    small_inputs(d)
+    tested = 0
+    mnt = os.path.join(work, "mnt")
+    os.makedirs(mnt)
+    try:
+        m = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", mnt],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        why = m.stdout.strip() if m.returncode else ""
+    except OSError as e:
+        why = str(e)
+    if why:
+        print(f"tmpfs disk-full test skipped: mount failed ({why})")
+    else:
+        try:
+            outs = [os.path.join(mnt, n) for n in ("c.cache", "c.json")]
+            before = ["old cache\n", "old json\n"]
+            for path, text in zip(outs, before):
+                with open(path, "w") as f:
+                    f.write(text)
+            # Fill the file system but for about 1 KiB: the cache (~200 bytes) still fits, the
+            # JSON (~6 KiB for 6 tensors) does not.
+            with open(os.path.join(mnt, "filler"), "wb", buffering=0) as f:
+                while os.statvfs(mnt).f_bavail * os.statvfs(mnt).f_frsize > 2048:
+                    f.write(b"\0" * 1024)
+            free = os.statvfs(mnt).f_bavail * os.statvfs(mnt).f_frsize
+            print(f"tmpfs: {free} bytes free")
+            p = expect_error(["calibrate", "--device", "cpu", "--force", "-q", "--cache", outs[0],
+                              "--json", outs[1], d], 3, "No space left on device")
+            require("no output was changed" in p.stderr, p.stderr)
+            check_untouched(outs, before, mnt, p)
+            os.remove(os.path.join(mnt, "filler"))
+            run(["calibrate", "--device", "cpu", "--force", "-q", "--cache", outs[0], "--json",
+                 outs[1], d])
+            require(open(outs[0]).read().startswith("TRT-8601-"), "cache not written")
+            json.load(open(outs[1]))
+            require(not leftovers(mnt), leftovers(mnt))
+            tested += 1
+        finally:
+            subprocess.run(["umount", mnt])
+
+    # RLIMIT_FSIZE: any file write beyond the limit fails (SIGXFSZ ignored, so write() reports
+    # EFBIG), through the same code path as a full disk.
+    out = os.path.join(work, "out")
+    os.makedirs(out)
+    outs = [os.path.join(out, n) for n in ("c.cache", "c.csv", "c.json")]
+    before = ["old cache\n", "old csv\n", "old json\n"]
+    for path, text in zip(outs, before):
+        with open(path, "w") as f:
+            f.write(text)
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000))
+
+    args = ["calibrate", "--device", "cpu", "--force", "-q", "--cache", outs[0], "--csv", outs[1],
+            "--json", outs[2], d]
+    p = expect_error(args, 3, "c.json: write failed: File too large", preexec_fn=limit)
+    check_untouched(outs, before, out, p)
+    # The same with --curves: the curve files are new names, none of them may appear.
+    curves = os.path.join(out, "curves")
+    p = expect_error(args + ["--curves", curves], 3, "write failed: File too large",
+                     preexec_fn=limit)
+    check_untouched(outs, before, out, p)
+    require(os.listdir(curves) == [], f"curve files written by a failing run: {os.listdir(curves)}")
+    tested += 1
+    run(args)
+    require(not leftovers(out), leftovers(out))
+    require(open(outs[1]).read().startswith("tensor,method,"), "csv not replaced")
+    print(f"disk_full: {tested} failure mode(s) tested")
+
+
+# ---- output checks ------------------------------------------------------------------------
+
+
+def case_outputs(work):
+    d = os.path.join(work, "in")
+    os.makedirs(d)
+    small_inputs(d, 2)
+    a = os.path.join(d, "t0.npy")
+    o = os.path.join(work, "o.txt")
+    link = os.path.join(work, "link.txt")
+    with open(o, "w") as f:
+        f.write("keep\n")
+    os.link(o, link)
+    in_link = os.path.join(work, "input_link.json")
+    os.link(a, in_link)
+    a_bytes = open(a, "rb").read()
+    cases = [
+        (["--force", "--cache", o, "--json", o], "is also the output of --cache"),
+        (["--cache", os.path.join(work, "n.c"), "--json", os.path.join(work, ".", "n.c")],
+         "is also the output of --cache"),
+        (["--force", "--cache", o, "--json", link], "is also the output of --cache"),
+        (["--force", "--json", a], "is one of the input files"),
+        (["--force", "--csv", in_link], "is one of the input files"),
+        (["--json", "-", "--csv", "-"], "standard output is already used"),
+        (["--curves", "-"], "--curves names a directory"),
+        (["--json", work], "is a directory"),
+    ]
+    for extra, needle in cases:
+        rc = 2 if needle.startswith("--curves") else 3
+        expect_error(["calibrate", "-q"] + extra + [d], rc, needle)
+    require(open(o).read() == "keep\n", "an output was modified")
+    require(open(a, "rb").read() == a_bytes, "an input was modified")
+    # A --curves file and --json naming the same path.
+    curves = os.path.join(work, "curves")
+    os.makedirs(curves)
+    expect_error(["calibrate", "-q", "--curves", curves, "--json",
+                  os.path.join(curves, "t0.histogram.csv"), d], 3, "is also the output of")
+    # '-': the JSON on stdout (no table mixed in), parseable.
+    p = run(["calibrate", "--json", "-", d])
+    doc = json.loads(p.stdout)
+    require(sorted(doc["tensors"]) == ["t0", "t1"], doc["tensors"].keys())
+    p = run(["calibrate", "--cache", "-", "--device", "cpu", d])
+    require(p.stdout.startswith("TRT-8601-EntropyCalibration2\nt0: "), p.stdout)
+    # Character devices: written without --force; a failing one (/dev/full) is an error.
+    expect_error(["calibrate", "-q", "--json", "/dev/null", "--csv", "/dev/../dev/null", d], 3,
+                 "--csv /dev/../dev/null: is also the output of --json /dev/null")
+    run(["calibrate", "-q", "--json", "/dev/null", d])
+    if os.path.exists("/dev/full"):
+        expect_error(["calibrate", "-q", "--json", "/dev/full", d], 3,
+                     "--json /dev/full: write failed: No space left on device")
+    # A FIFO as output: written in place (a reader on the other end gets the JSON).
+    fifo = os.path.join(work, "out.fifo")
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", fifo], stdout=subprocess.PIPE, text=True)
+    run(["calibrate", "-q", "--json", fifo, d])
+    got, _ = reader.communicate(timeout=60)
+    require(json.loads(got)["format"] == "klcal-calibration 1", got[:100])
+    require(stat.S_ISFIFO(os.stat(fifo).st_mode), "the FIFO was replaced")
+
+
+# ---- input checks -------------------------------------------------------------------------
+
+
+def case_inputs(work):
+    d = os.path.join(work, "in")
+    os.makedirs(d)
+    good = os.path.join(d, "good.npy")
+    np.save(good, np.linspace(-1, 1, 100, dtype=np.float32))
+    fifo = os.path.join(work, "pipe.npy")
+    os.mkfifo(fifo)
+    fifo_dir = os.path.join(work, "fifo_dir")
+    os.makedirs(fifo_dir)
+    shutil.copy(good, fifo_dir)
+    os.mkfifo(os.path.join(fifo_dir, "p.npy"))
+    dev_link = os.path.join(work, "zero.npy")
+    os.symlink("/dev/zero", dev_link)
+    hard = os.path.join(work, "hard.npy")
+    os.link(good, hard)
+    payload = npy_bytes(np.ones(4, np.float32))
+
+    def npz(name, members):
+        path = os.path.join(work, name)
+        with zipfile.ZipFile(path, "w") as z:
+            for m in members:
+                with z.open(zipfile.ZipInfo(m), "w") as f:  # ZipInfo: no duplicate-name warning
+                    f.write(payload)
+        return path
+
+    newline = npz("newline.npz", ["ok.npy", "a\nb: 3f.npy"])
+    dup = npz("dup.npz", ["q.npy", "k.npy", "q.npy"])
+    empty = npz("empty_name.npz", [".npy"])
+    cr = npz("cr.npz", ["x\r.npy"])
+    delete = npz("del.npz", ["x\x7f.npy"])
+    ctrl_file = os.path.join(work, "bell\x07.npy")
+    shutil.copy(good, ctrl_file)
+    dot_file = os.path.join(work, "dots")
+    os.makedirs(dot_file)
+    shutil.copy(good, os.path.join(dot_file, ".npy"))
+    cases = [
+        ([fifo], "pipe.npy: is a FIFO (named pipe), expected a regular .npy or .npz file"),
+        ([fifo_dir], "p.npy: is a FIFO (named pipe)"),
+        ([dev_link], "zero.npy: is a character device"),
+        (["/dev/null"], "/dev/null: is a character device"),
+        ([good, good], "good.npy: given twice (the same file as"),
+        ([d, good], "good.npy: given twice"),
+        ([good, hard], "hard.npy: given twice (the same file as"),
+        ([d, d], "directory visited twice"),
+        ([dup], "dup.npz: member 'q.npy' appears twice in the archive"),
+        ([newline], "tensor name 'a\\nb: 3f' contains a control character"),
+        ([cr], "tensor name 'x\\r' contains a control character"),
+        ([delete], "tensor name 'x\\x7f' contains a control character"),
+        ([ctrl_file], "bell\\x07.npy: tensor name 'bell\\x07' contains a control character"),
+        ([empty], "member '.npy': empty tensor name"),
+        ([dot_file], "dots/.npy: empty tensor name"),
+    ]
+    for ins, needle in cases:
+        expect_error(["calibrate", "-q", "--cache", os.path.join(work, "never.cache")] + ins, 3,
+                     needle)
+    require(not os.path.exists(os.path.join(work, "never.cache")), "a refused run wrote a cache")
+    # Nothing unescaped reaches the terminal: no raw control character in any message.
+    p = run(["calibrate", "-q", newline], check=False)
+    require("\n" not in p.stderr.rstrip("\n") and "\r" not in p.stderr, repr(p.stderr))
+
+    # ':' in a cache name: one warning per name, only when a cache is written.
+    colon = os.path.join(work, "colon")
+    os.makedirs(colon)
+    np.savez(os.path.join(colon, "b0.npz"), **{"input:0": np.ones(8, np.float32)})
+    np.savez(os.path.join(colon, "b1.npz"), **{"input:0": np.ones(8, np.float32)})
+    p = run(["calibrate", "-q", colon])
+    require(p.stderr == "", p.stderr)
+    p = run(["calibrate", "-q", "--cache", os.path.join(work, "colon.cache"), colon])
+    lines = p.stderr.splitlines()
+    require(len(lines) == 1 and "tensor name 'input:0' contains ':'" in lines[0], p.stderr)
+
+
+# ---- option checks ------------------------------------------------------------------------
+
+
+def case_options(work):
+    d = os.path.join(work, "in")
+    os.makedirs(d)
+    small_inputs(d, 1)
+    c = os.path.join(work, "x.cache")
+    for extra, needle in [
+        (["--bits", "4"], "--cache needs --bits 8 and signed levels (got --bits 4)"),
+        (["--unsigned"], "--cache needs --bits 8 and signed levels (got --bits 8 --unsigned)"),
+        (["--trt-version", "0000"], "--trt-version '0000': expected a TensorRT version number"),
+        (["--trt-version", "0860"], "--trt-version '0860'"),
+        (["--trt-version", "12345"], "--trt-version '12345'"),
+        (["--trt-version", "86a1"], "--trt-version '86a1'"),
+        (["--trt-version", "1009000"], "--trt-version '1009000'"),
+    ]:
+        expect_error(["calibrate", "-q", "--cache", c] + extra + [d], 2, needle)
+    run(["calibrate", "-q", "--bits", "4", "--unsigned", "--json", os.path.join(work, "u.json"), d])
+    for v in ("8601", "100900"):
+        run(["calibrate", "-q", "--force", "--trt-version", v, "--cache", c, d])
+        require(open(c).readline() == f"TRT-{v}-EntropyCalibration2\n", open(c).readline())
+
+
+# ---- zero scales --------------------------------------------------------------------------
+
+
+def case_zero_scale(work):
+    d = os.path.join(work, "in")
+    os.makedirs(d)
+    np.save(os.path.join(d, "a_ok.npy"), np.linspace(-2, 2, 500, dtype=np.float32))
+    np.save(os.path.join(d, "b_zero.npy"), np.zeros(50, np.float32))
+    np.save(os.path.join(d, "c_denormal.npy"), np.array([1e-40, -3e-41, 2e-39], np.float32))
+    np.save(os.path.join(d, "d_nan.npy"), np.full(7, np.nan, np.float32))
+    np.save(os.path.join(d, "e_inf.npy"), np.array([np.inf, -np.inf], np.float32))
+    js = os.path.join(work, "z.json")
+    p = run(["calibrate", "--quiet", "--json", js, d])
+    lines = p.stderr.splitlines()
+    require(p.stdout == "", p.stdout)
+    require(len(lines) == 4, p.stderr)
+    for name, why in [("b_zero", "is all zero"), ("c_denormal", "has max |x| = 2e-39"),
+                      ("d_nan", "has no finite values (7 NaN, 0 Inf)"),
+                      ("e_inf", "has no finite values (0 NaN, 2 Inf)")]:
+        require(any(f"tensor '{name}' {why}" in ln and "scale 0 (entropy)" in ln for ln in lines),
+                p.stderr)
+    doc = json.load(open(js))
+    for name, t in doc["tensors"].items():
+        want = name != "a_ok"
+        require(t["zero_scale"] is want and (t["scale"] == 0) is want, f"{name}: {t}")
+        require(t["methods"]["entropy"]["zero_scale"] is want, name)
+
+
+# ---- --names ------------------------------------------------------------------------------
+
+
+def case_names(work):
+    d = os.path.join(work, "in")
+    os.makedirs(d)
+    rng = np.random.default_rng(3)
+    # Member names may hold '/' (and ':'): numpy.savez keeps them as given.
+    np.savez(os.path.join(d, "b0.npz"), **{"blk/ln_out": rng.normal(0, 1, 4000).astype(np.float32),
+                                           "blk/fc": rng.normal(0, 3, 4000).astype(np.float32)})
+    plain = os.path.join(work, "plain.cache")
+    run(["calibrate", "-q", "--cache", plain, d])
+    _, base = read_cache(plain)
+    require(list(base) == ["blk/ln_out", "blk/fc"], base)
+    m = os.path.join(work, "map.json")
+    with open(m, "w") as f:
+        json.dump({"blk/ln_out": ["blk.q", "blk.k", "blk.v"], "blk/fc": "blk.fc1"}, f)
+    mapped = os.path.join(work, "mapped.cache")
+    js = os.path.join(work, "mapped.json")
+    p = run(["calibrate", "--names", m, "--cache", mapped, "--json", js, "--device", "cpu", d])
+    _, got = read_cache(mapped)
+    require(list(got) == ["blk.q", "blk.k", "blk.v", "blk.fc1"], got)
+    require(all(got[n] == base["blk/ln_out"] for n in ("blk.q", "blk.k", "blk.v")), got)
+    require(got["blk.fc1"] == base["blk/fc"], got)
+    require(all(n in p.stdout for n in ("blk.q", "blk.k", "blk.v", "blk.fc1")), p.stdout)
+    require(sorted(json.load(open(js))["tensors"]) == ["blk.fc1", "blk.k", "blk.q", "blk.v"], js)
+    bad = [
+        ({"blk/nope": "x"}, "'blk/nope' is not a tensor of the inputs"),
+        ({"blk/fc": "blk/ln_out"}, "tensors 'blk/ln_out' and 'blk/fc' would both be called "
+                                   "'blk/ln_out'"),
+        ({"blk/fc": ["a", "a"]}, "would both be called 'a'"),
+        ({"blk/fc": "a\nb"}, "tensor name 'a\\nb' contains a control character"),
+        ({"blk/fc": ""}, "empty tensor name"),
+        ({"blk/fc": []}, "expected a string or a non-empty array of strings"),
+        ({"blk/fc": [1]}, "expected a string or an array of strings"),
+        (["blk/fc"], "expected a JSON object"),
+    ]
+    for doc, needle in bad:
+        with open(m, "w") as f:
+            json.dump(doc, f)
+        expect_error(["calibrate", "-q", "--names", m, d], 3, needle)
+    with open(m, "w") as f:
+        f.write("{\"a\": ")
+    expect_error(["calibrate", "-q", "--names", m, d], 3, "--names " + m)
+    expect_error(["calibrate", "-q", "--names", os.path.join(work, "missing.json"), d], 3,
+                 "missing.json")
+
+
+# ---- order and --recursive ----------------------------------------------------------------
+
+
+def natural_key(s):
+    """Digit runs as numbers (leading zeros ignored), then the whole name byte-wise. Matches
+    klcal's order for names where a digit run is never compared with other characters."""
+    import re
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)], s
+
+
+def case_order(work):
+    d = os.path.join(work, "flat")
+    os.makedirs(d)
+    names = ["layer.10", "layer.2", "layer.1", "layer.02b", "head", "layer.100.attn", "layer.9"]
+    for n in names:
+        np.save(os.path.join(d, n + ".npy"), np.linspace(-1, 1, 64, dtype=np.float32))
+    c = os.path.join(work, "o.cache")
+    run(["calibrate", "-q", "--cache", c, d])
+    _, got = read_cache(c)
+    want = sorted(names, key=natural_key)
+    require(list(got) == want, f"order {list(got)} != {want}")
+    # --recursive: batch directories holding the same tensor names are batches of one tensor.
+    r = os.path.join(work, "nested")
+    total = {}
+    rng = np.random.default_rng(11)
+    for b in ("batch10", "batch2", "batch1/sub"):
+        os.makedirs(os.path.join(r, b))
+        for n in ("x", "y"):
+            v = rng.normal(0, 1, 1000).astype(np.float32)
+            np.save(os.path.join(r, b, n + ".npy"), v)
+            total[n] = np.concatenate([total.get(n, np.zeros(0, np.float32)), v])
+    expect_error(["calibrate", "-q", r], 3, "contains no .npy or .npz files (--recursive")
+    js = os.path.join(work, "r.json")
+    run(["calibrate", "-q", "--recursive", "--json", js, r])
+    doc = json.load(open(js))
+    for n, v in total.items():
+        t = doc["tensors"][n]
+        require(t["stats"]["elements"] == v.size, f"{n}: {t['stats']}")
+        require(t["stats"]["max_abs"] == float(np.max(np.abs(v))), n)
+        srcs = [os.path.relpath(s, r) for s in t["sources"]]
+        require(srcs == [f"batch1/sub/{n}.npy", f"batch2/{n}.npy", f"batch10/{n}.npy"], srcs)
+    os.symlink("..", os.path.join(r, "batch2", "loop"))
+    expect_error(["calibrate", "-q", "-r", r], 3, "directory visited twice")
+
+
+CASES = {n[5:]: f for n, f in globals().items() if n.startswith("case_")}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--klcal", required=True)
+    ap.add_argument("case", choices=sorted(CASES))
+    a = ap.parse_args()
+    e2e.KLCAL = os.path.abspath(a.klcal)
+    work = tempfile.mkdtemp(prefix="klcal-io-")
+    try:
+        CASES[a.case](work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"{a.case}: passed")
+
+
+if __name__ == "__main__":
+    main()
