@@ -228,7 +228,10 @@ int run_check(const std::vector<std::string>& args) {
         while (r.next(c)) (void)reference::add(probe, c.data, c.type, c.n);
       }
       max_abs = probe.max_abs;
-      spec = two_pass_spec(max_abs, e.bins, mx);
+      // numerics.md 1.5: [0, hi) or [-hi, hi) with hi = max(max_abs, 2^-64).
+      const float hi = std::max(max_abs, std::ldexp(1.0f, streaming_min_exponent));
+      spec = mx ? histogram_spec{layout::signed_, e.bins, -hi, hi}
+                : histogram_spec{layout::abs, e.bins, 0.0f, hi};
       reference::histogram h;
       if (status st = reference::make_histogram(spec, &h); !st.ok()) {
         throw error(errc::format_error, source + ": tensor '" + e.name + "': " + to_string(st));
