@@ -174,8 +174,8 @@ int run_merge(const std::vector<std::string>& args) {
         std::string files;
         for (const auto& f : seen_in[it->second]) files += (files.empty() ? "" : ", ") + f;
         throw error(errc::format_error,
-                    "tensor '" + ns.name + "' cannot be merged: " + files + " hold a " +
-                        describe(a) + ", " + in + " a " + describe(b) +
+                    "tensor '" + ns.name + "' cannot be merged: " + files + ": a " + describe(a) +
+                        "; " + in + ": a " + describe(b) +
                         (a.policy == range_policy::two_pass && b.policy == a.policy &&
                                  a.spec.bins == b.spec.bins
                              ? " (two-pass histograms merge only with the same range; collect "
