@@ -71,11 +71,28 @@ std::vector<expectation> from_json(const std::string& path) {
     throw error(errc::format_error, path + ": no \"tensors\" object");
   }
   std::vector<expectation> out;
+  // One expectation per tensor and method: the "methods" object holds every method of the run
+  // (each with its scale and params); files without it have only the first method's fields.
+  struct node {
+    std::string tensor;
+    const formats::json_value* v;
+    std::string method;  // the key in "methods"; "" for the first method's fields
+  };
+  std::vector<node> nodes;
   for (const auto& kv : tensors->obj) {
-    const std::string where = path + ": tensor '" + kv.first + "'";
+    const auto* ms = kv.second.find("methods");
+    if (ms && ms->type == formats::json_value::kind::object && !ms->obj.empty()) {
+      for (const auto& m : ms->obj) nodes.push_back({kv.first, &m.second, m.first});
+    } else {
+      nodes.push_back({kv.first, &kv.second, ""});
+    }
+  }
+  for (const auto& nd : nodes) {
+    const std::string where =
+        path + ": tensor '" + nd.tensor + "'" + (nd.method.empty() ? "" : " method " + nd.method);
     expectation e;
-    e.name = kv.first;
-    const auto& t = kv.second;
+    e.name = nd.tensor;
+    const auto& t = *nd.v;
     auto num = [&](const formats::json_value* obj, const char* key, double dflt) {
       const auto* v = obj ? obj->find(key) : nullptr;
       if (!v) return dflt;
@@ -96,8 +113,10 @@ std::vector<expectation> from_json(const std::string& path) {
       e.scale = static_cast<float>(sc->num);  // exact: written from an fp32 with %.17g
     }
     const auto* m = t.find("method");
-    e.opts.meth =
-        parse_method(m && m->type == formats::json_value::kind::string ? m->str : "entropy", where);
+    e.opts.meth = parse_method(!nd.method.empty()                                  ? nd.method
+                               : m && m->type == formats::json_value::kind::string ? m->str
+                                                                                   : "entropy",
+                               where);
     const auto* p = t.find("params");
     const auto* rules = p ? p->find("rules") : nullptr;
     if (rules && rules->str == "mxnet") e.opts.rules = rule_set::mxnet;
@@ -228,7 +247,10 @@ int run_check(const std::vector<std::string>& args) {
         while (r.next(c)) (void)reference::add(probe, c.data, c.type, c.n);
       }
       max_abs = probe.max_abs;
-      spec = two_pass_spec(max_abs, e.bins, mx);
+      // numerics.md 1.5: [0, hi) or [-hi, hi) with hi = max(max_abs, 2^-64).
+      const float hi = std::max(max_abs, std::ldexp(1.0f, streaming_min_exponent));
+      spec = mx ? histogram_spec{layout::signed_, e.bins, -hi, hi}
+                : histogram_spec{layout::abs, e.bins, 0.0f, hi};
       reference::histogram h;
       if (status st = reference::make_histogram(spec, &h); !st.ok()) {
         throw error(errc::format_error, source + ": tensor '" + e.name + "': " + to_string(st));

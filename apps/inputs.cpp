@@ -224,6 +224,12 @@ bool natural_less(const std::string& a, const std::string& b) {
   return a < b;                                               // equal up to leading zeros
 }
 
+file_id file_id_of(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) fail_io(escaped(path) + ": no such file or directory");
+  return file_id{st.st_dev, st.st_ino};
+}
+
 std::string read_text_file(const std::string& path) {
   auto src = formats::open_file(path);
   std::string s(static_cast<std::size_t>(src->size()), '\0');

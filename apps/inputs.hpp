@@ -89,6 +89,9 @@ class name_map {
   std::map<std::string, std::vector<std::string>> map_;
 };
 
+/// The identity of the file at `path` (errc::io_error naming it when it cannot be stat'ed).
+file_id file_id_of(const std::string& path);
+
 /// Reads a whole (small) regular file as text (errc::io_error naming it).
 std::string read_text_file(const std::string& path);
 

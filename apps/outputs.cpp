@@ -11,6 +11,7 @@
 #include <stdexcept>
 
 #include "cli.hpp"
+#include "report.hpp"
 
 namespace klcal::cli {
 namespace {
@@ -136,6 +137,28 @@ void warn_cache_name(const std::string& name) {
   warn("tensor name '" + name +
        "' contains ':'; ONNX Runtime's TensorRT provider reads a cache line up to the first ':' "
        "as the name and would misread this entry (docs/cli.md, TensorRT interop)");
+}
+
+void warn_zero_scale(const tensor_result& t, progress_bar* bar) {
+  std::string which;
+  for (std::size_t k = 0; k < t.results.size(); ++k) {
+    if (t.results[k].scale == 0.0f) {
+      which += std::string(which.empty() ? "" : ", ") + method_name(t.opts[k].meth);
+    }
+  }
+  if (which.empty()) return;
+  std::string why;
+  if (t.stats.finite_count == 0) {
+    why = "has no finite values (" + std::to_string(t.stats.nan_count) + " NaN, " +
+          std::to_string(t.stats.inf_count) + " Inf)";
+  } else if (t.stats.max_abs == 0.0f) {
+    why = "is all zero";
+  } else {
+    why = "has max |x| = " + fmt_g(t.stats.max_abs) + " (too small for the histogram range)";
+  }
+  if (bar) bar->finish();
+  warn("tensor '" + t.name + "' " + why + ": scale 0 (" + which +
+       "); a reader of the cache would quantize all of it to 0");
 }
 
 }  // namespace klcal::cli

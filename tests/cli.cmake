@@ -10,6 +10,14 @@ if(TARGET klcal_cli)
                        --klcal $<TARGET_FILE:klcal_cli> ${case})
       set_tests_properties(cli_${case} PROPERTIES LABELS cpu SKIP_RETURN_CODE 77 TIMEOUT 900)
     endforeach()
+    # Saved histograms (tests/cli/state_e2e.py): calibrate == search == merge of halves, byte
+    # for byte; per-tensor failures; inspect of state files; check --json over every method.
+    foreach(case roundtrip failures inspect_state check_methods)
+      add_test(NAME cli_state_${case}
+               COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/cli/state_e2e.py
+                       --klcal $<TARGET_FILE:klcal_cli> ${case})
+      set_tests_properties(cli_state_${case} PROPERTIES LABELS cpu SKIP_RETURN_CODE 77 TIMEOUT 600)
+    endforeach()
     # tests/cli/cli_io.py: atomic outputs (disk full, file size limit), output/input checks,
     # non-regular and duplicate inputs, tensor names, zero scales, --names, order, --recursive.
     foreach(case disk_full outputs inputs options zero_scale names order)

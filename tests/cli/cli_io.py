@@ -135,6 +135,11 @@ def case_disk_full(work):
                      preexec_fn=limit)
     check_untouched(outs, before, out, p)
     require(os.listdir(curves) == [], f"curve files written by a failing run: {os.listdir(curves)}")
+    # With a state file (--save-histograms): not created either.
+    st = os.path.join(out, "s.klst")
+    p = expect_error(args + ["--save-histograms", st], 3, "File too large", preexec_fn=limit)
+    check_untouched(outs, before, out, p)
+    require(not os.path.exists(st), "state file written by a failing run")
     tested += 1
     run(args)
     require(not leftovers(out), leftovers(out))
@@ -179,6 +184,17 @@ def case_outputs(work):
     os.makedirs(curves)
     expect_error(["calibrate", "-q", "--curves", curves, "--json",
                   os.path.join(curves, "t0.histogram.csv"), d], 3, "is also the output of")
+    # State files: --save-histograms, klcal search and klcal merge outputs are checked the same.
+    st = os.path.join(work, "s.klst")
+    expect_error(["calibrate", "-q", "--save-histograms", st, "--json", st, d], 3,
+                 "--save-histograms " + st + ": is also the output of --json")
+    run(["calibrate", "-q", "--save-histograms", st, d])
+    st2 = os.path.join(work, "s2.klst")
+    shutil.copy(st, st2)
+    st_bytes = open(st, "rb").read()
+    expect_error(["merge", st, st2, "-o", st, "--force"], 3, "-o " + st + ": is one of the input")
+    expect_error(["search", st, "--json", st, "--force"], 3, "--json " + st + ": is one of the input")
+    require(open(st, "rb").read() == st_bytes, "a state file input was modified")
     # '-': the JSON on stdout (no table mixed in), parseable.
     p = run(["calibrate", "--json", "-", d])
     doc = json.loads(p.stdout)
