@@ -96,4 +96,10 @@ inline rule_set parse_rules_option(const std::string& opt, const std::string& v)
   throw usage_error(opt + " '" + v + "': expected tensorrt or mxnet");
 }
 
+/// Parses a --void2 value: bf16 (the only meaning klcal gives a 2-byte void descr).
+inline formats::npy_void2 parse_void2_option(const std::string& opt, const std::string& v) {
+  if (v == "bf16") return formats::npy_void2::bf16;
+  throw usage_error(opt + " '" + v + "': expected bf16 (read '<V2' arrays as bfloat16)");
+}
+
 }  // namespace klcal::cli

@@ -42,10 +42,13 @@ tensor. Only regular files are read; a file given twice is refused.
   --json FILE        Q/DQ parameters, statistics and quality figures
   --csv FILE         one row per tensor and method
   --curves DIR       per-tensor histogram and score curves as CSV (for python_ref/plot.py)
+  --json-histograms  also write every tensor's histogram counts into the --json file
   --save-histograms F  also save every tensor's histogram, range and statistics in a state
                      file (for klcal search, merge, inspect)
   --names FILE       JSON map {"dump name": "name" or ["name", ...]} of output names
   --recursive, -r    descend into subdirectories of directory inputs
+  --void2 bf16       read .npy arrays with the 2-byte void descr '<V2' as bfloat16 (NumPy's
+                     way of saving bf16); without it they are refused
   --force            overwrite existing output files ('-' = standard output, character
                      devices and FIFOs are written without it)
   --quiet, -q        no progress bar, no table
@@ -219,6 +222,7 @@ int calibrate(calibrate_settings s) {
   std::vector<file_id> input_files;
   input_options in_opts;
   in_opts.recursive = s.recursive;
+  in_opts.void2 = s.void2;
   std::vector<tensor_group> groups = collect_inputs(s.inputs, in_opts, &input_files);
   if (groups.empty()) throw error(errc::io_error, "no tensors found in the inputs");
   names.check(groups);
@@ -267,6 +271,7 @@ int calibrate(calibrate_settings s) {
       calibrator_state st = collect(*coll, s, grp, bar);
       bar.next_tensor();
       t = search_state(grp.name, st, opts, want_curves, s.threads);
+      if (s.json_histograms) t.counts = st.counts;
       if (!s.save_path.empty()) saved.push_back({grp.name, std::move(st)});
     } catch (const error& e) {
       // Data-dependent failures (a range no histogram can hold) fail this tensor only; reading
@@ -342,6 +347,9 @@ bool parse_search_option(arg_walker& w, const std::string& a, calibrate_settings
   } else if (a == "--force") {
     w.no_value(a);
     s.force = true;
+  } else if (a == "--json-histograms") {
+    w.no_value(a);
+    s.json_histograms = true;
   } else if (a == "--quiet" || a == "-q") {
     w.no_value(a);
     s.quiet = true;
@@ -383,6 +391,8 @@ int run_calibrate(const std::vector<std::string>& args) {
       s.recursive = true;
     } else if (a == "--names") {
       s.names_path = w.value(a);
+    } else if (a == "--void2") {
+      s.void2 = parse_void2_option(a, w.value(a));
     } else if (a.size() > 1 && a[0] == '-') {
       throw usage_error("unknown option '" + a + "' (see klcal calibrate --help)");
     } else {

@@ -27,6 +27,8 @@ options below (defaults: entropy, tensorrt rules, 2048 bins, two-pass range).
   --bins N         (cache only; default 2048, 8001 for mxnet)
   --range R        two-pass|streaming (cache only)
   --percentile P   (cache only)
+  --names FILE, --recursive, --void2 bf16
+                   read the inputs as klcal calibrate did
   --quiet, -q      print only disagreements
 
 Exit status 0 when every scale agrees, 1 when one differs or a tensor is missing.
@@ -151,6 +153,8 @@ int run_check(const std::vector<std::string>& args) {
   search_options cache_opts;
   std::int32_t cache_bins = -1;
   bool cache_streaming = false, quiet = false;
+  input_options in_opts;
+  std::string names_path;
   arg_walker w(args);
   while (!w.done()) {
     std::string a = w.next();
@@ -175,6 +179,13 @@ int run_check(const std::vector<std::string>& args) {
       cache_streaming = v == "streaming";
     } else if (a == "--percentile") {
       cache_opts.percentile = parse_double(a, w.value(a), 0.0, 100.0);
+    } else if (a == "--names") {
+      names_path = w.value(a);
+    } else if (a == "--recursive" || a == "-r") {
+      w.no_value(a);
+      in_opts.recursive = true;
+    } else if (a == "--void2") {
+      in_opts.void2 = parse_void2_option(a, w.value(a));
     } else if (a == "--quiet" || a == "-q") {
       w.no_value(a);
       quiet = true;
@@ -204,9 +215,13 @@ int run_check(const std::vector<std::string>& args) {
     }
   }
   const std::string source = json_path.empty() ? cache_path : json_path;
-  auto groups = collect_inputs(inputs);
-  std::map<std::string, const tensor_group*> by_name;
-  for (const auto& g : groups) by_name[g.name] = &g;
+  const name_map names = names_path.empty() ? name_map() : name_map(names_path);
+  auto groups = collect_inputs(inputs, in_opts);
+  names.check(groups);
+  std::map<std::string, const tensor_group*> by_name;  // output name (cache/JSON) -> data
+  for (const auto& g : groups) {
+    for (const auto& n : names.targets(g.name)) by_name[n] = &g;
+  }
 
   std::vector<std::vector<std::string>> rows = {
       {"tensor", "method", "stored", "reference", "result"}};

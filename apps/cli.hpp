@@ -107,6 +107,8 @@ struct calibrate_settings {
   std::string trt_version = "8601";
   bool force = false;
   bool quiet = false;
+  bool json_histograms = false;  ///< --json-histograms: counts in the JSON histogram objects
+  formats::npy_void2 void2 = formats::npy_void2::refuse;  ///< --void2 bf16
   bool recursive = false;  ///< --recursive: descend into subdirectories of directory inputs
   std::string names_path;  ///< --names: JSON map of dump names to output names
 };

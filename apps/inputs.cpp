@@ -105,7 +105,7 @@ class collector {
       std::string b = base_name(path);
       std::string name = b.substr(0, b.size() - 4);
       check_tensor_name(name, "file " + escaped(path));
-      add(name, tensor_source{path, ""});
+      add(name, tensor_source{path, "", {}, opts_.void2});
     } else if (ends_with(path, ".npz")) {
       formats::npz_archive a(formats::open_file(path));
       std::set<std::string> members;
@@ -123,7 +123,7 @@ class collector {
         }
         std::string name = formats::npz_archive::tensor_name(m);
         check_tensor_name(name, escaped(path) + " member '" + escaped(m.file_name) + "'");
-        add(name, tensor_source{path, m.file_name, m});
+        add(name, tensor_source{path, m.file_name, m, opts_.void2});
         ++used;
       }
       if (used == 0) warn(path + ": archive contains no .npy members");
@@ -153,10 +153,10 @@ class collector {
 }  // namespace
 
 formats::npy_reader tensor_source::open(std::size_t chunk_bytes) const {
-  if (member.empty()) return formats::open_npy(file, chunk_bytes);
+  if (member.empty()) return formats::open_npy(file, chunk_bytes, void2);
   // The directory was read once by collect_inputs; a large archive is not parsed per open.
   formats::npz_archive a(formats::open_file(file), {entry});
-  return a.open_npy(entry, chunk_bytes);
+  return a.open_npy(entry, chunk_bytes, void2);
 }
 
 std::vector<tensor_group> collect_inputs(const std::vector<std::string>& inputs,

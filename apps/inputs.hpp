@@ -17,6 +17,7 @@ struct tensor_source {
   std::string file;             ///< path of the .npy or .npz
   std::string member;           ///< zip member file name ("" for .npy)
   formats::zip_member entry{};  ///< its directory entry (reopened without parsing the archive)
+  formats::npy_void2 void2 = formats::npy_void2::refuse;  ///< how a '<V2' descr is read
   std::string display() const { return member.empty() ? file : file + ":" + member; }
   /// Opens a chunked reader (throws klcal::error naming the file).
   formats::npy_reader open(std::size_t chunk_bytes = std::size_t{16} << 20) const;
@@ -39,6 +40,7 @@ struct file_id {
 /// How INPUT arguments are expanded.
 struct input_options {
   bool recursive = false;  ///< descend into subdirectories of directory inputs
+  formats::npy_void2 void2 = formats::npy_void2::refuse;  ///< --void2: '<V2' descr as bf16
 };
 
 /// Expands INPUT arguments (.npy, .npz, directories of them) into tensor groups in order of

@@ -44,7 +44,12 @@ tensor_source resolve(const std::string& arg) {
     }
     return tensor_source{arg, ""};
   }
-  auto colon = arg.rfind(':');
+  // ARCHIVE:MEMBER, where member names may hold ':' too: the archive is the shortest prefix
+  // before a ':' that names an existing file.
+  auto colon = arg.find(':');
+  while (colon != std::string::npos && !path_exists(arg.substr(0, colon))) {
+    colon = arg.find(':', colon + 1);
+  }
   if (colon == std::string::npos) throw error(errc::io_error, arg + ": no such file");
   std::string file = arg.substr(0, colon), member = arg.substr(colon + 1);
   formats::npz_archive a(formats::open_file(file));

@@ -60,6 +60,11 @@ std::string write_json(const calibrate_settings& s, const std::string& device,
       << ", \"bins\": " << t.spec.bins << ", \"lo\": " << formats::json_number(t.spec.lo)
       << ", \"hi\": " << formats::json_number(t.spec.hi);
     if (!t.hist_file.empty()) j << ", \"file\": " << formats::json_string(t.hist_file);
+    if (s.json_histograms) {
+      j << ", \"counts\": [";
+      for (std::size_t b = 0; b < t.counts.size(); ++b) j << (b ? ", " : "") << t.counts[b];
+      j << "]";
+    }
     j << "},\n      \"stats\": {\"elements\": " << t.elements
       << ", \"finite\": " << t.stats.finite_count << ", \"nan\": " << t.stats.nan_count
       << ", \"inf\": " << t.stats.inf_count << ", \"min\": " << formats::json_number(t.stats.min)

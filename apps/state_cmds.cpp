@@ -27,7 +27,8 @@ come from the file.
   --unsigned         unsigned quantization (tensorrt rules only)
   --percentile P     percentile method, 0..100 (default 99.99)
   --threads N        CPU threads, 0 = all (default 0)
-  --cache FILE, --trt-version V, --json FILE, --csv FILE, --curves DIR, --force, --quiet
+  --cache FILE, --trt-version V, --json FILE, --json-histograms, --csv FILE, --curves DIR,
+  --force, --quiet
                      as for klcal calibrate
 
 Exit status 0, or 3 when some tensor failed (the others are still in the outputs).
@@ -105,6 +106,7 @@ int run_search(const std::vector<std::string>& args) {
                     "holds only the first pass of a two-pass range (no counts to search)");
       }
       tensor_result t = search_state(ns.name, ns.state, opts, !s.curves_dir.empty(), s.threads);
+      if (s.json_histograms) t.counts = ns.state.counts;
       t.hist_file = out[k].hist_file;
       t.curve_files = out[k].curve_files;
       if (t.stats.finite_count + t.stats.nan_count + t.stats.inf_count == 0) {

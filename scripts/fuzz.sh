@@ -24,13 +24,15 @@ if ! { cmake -S . -B "$build" -DCMAKE_CXX_COMPILER="$cxx" -DCMAKE_BUILD_TYPE=Rel
   exit 1
 fi
 
-# Seed corpus: small valid files of every supported flavour, written by the python zipfile,
+# Seed corpus: small valid files of every supported flavour (plus headers near and beyond
+# 64 KiB and a zip64 archive with every 32-bit field saturated), with tests/fuzz/*.dict
+# (magic numbers, signatures, header keys) guiding the mutations; written by the python zipfile,
 # struct and zlib modules only (state files: layout of docs/formats.md, "klcal state file").
 corpus="$build/corpus"
 rm -rf "$corpus"
 mkdir -p "$corpus/npy" "$corpus/npz" "$corpus/state"
 python3 - "$corpus" <<'PY'
-import io, os, struct, sys, zipfile
+import io, os, struct, sys, zipfile, zlib
 out = sys.argv[1]
 def npy(descr, shape, payload, major=1, fortran=False):
     h = "{'descr': '%s', 'fortran_order': %s, 'shape': %s, }" % (descr, fortran, shape)
@@ -62,6 +64,38 @@ with zipfile.ZipFile(b, "w", zipfile.ZIP_DEFLATED) as z:
         f.write(seeds["f8"])
 open(os.path.join(out, "npz", "zip64"), "wb").write(b.getvalue())
 
+# Large headers: a version 1.0 header near its 65535-byte limit, a 2.0 header beyond it.
+seeds["f4_v1_big_header"] = npy("<f4", "(4,)" + " " * 60000, f4)
+seeds["f4_v2_big_header"] = npy("<f4", "(4,)" + " " * 70000, f4, major=2)
+for k in ("f4_v1_big_header", "f4_v2_big_header"):
+    open(os.path.join(out, "npy", k), "wb").write(seeds[k])
+
+# A zip64 archive in full, built by hand: every 32-bit size and offset saturated at 0xffffffff
+# in the local and central headers with the values in zip64 extra fields, a zip64 end record
+# and its locator, and an end record whose entry count and sizes are saturated too.
+def zip64_archive(members):
+    body, central = b"", b""
+    for name, data in members:
+        n, crc, size, off = name.encode(), zlib.crc32(data), len(data), len(body)
+        local_extra = struct.pack("<HHQQ", 1, 16, size, size)
+        body += struct.pack("<IHHHHHIIIHH", 0x04034b50, 45, 0, 0, 0, 0, crc, 0xffffffff,
+                            0xffffffff, len(n), len(local_extra)) + n + local_extra + data
+        cd_extra = struct.pack("<HHQQQ", 1, 24, size, size, off)
+        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014b50, 45, 45, 0, 0, 0, 0, crc,
+                               0xffffffff, 0xffffffff, len(n), len(cd_extra), 0, 0, 0, 0,
+                               0xffffffff) + n + cd_extra
+    cd_off, cd_size = len(body), len(central)
+    eocd64_off = cd_off + cd_size
+    eocd64 = struct.pack("<IQHHIIQQQQ", 0x06064b50, 44, 45, 45, 0, 0, len(members), len(members),
+                         cd_size, cd_off)
+    locator = struct.pack("<IIQI", 0x07064b50, 0, eocd64_off, 1)
+    eocd = struct.pack("<IHHHHIIH", 0x06054b50, 0, 0, 0xffff, 0xffff, 0xffffffff, 0xffffffff, 0)
+    return body + central + eocd64 + locator + eocd
+open(os.path.join(out, "npz", "zip64_full"), "wb").write(
+    zip64_archive([("a.npy", seeds["f4_v1"]), ("dir/b: c.npy", seeds["f2"])]))
+open(os.path.join(out, "npz", "zip64_big_header"), "wb").write(
+    zip64_archive([("big.npy", seeds["f4_v2_big_header"])]))
+
 import zlib
 def state_file(records):
     body = b"KLCALST\0" + struct.pack("<III", 1, 0, len(records)) + b"".join(records)
@@ -91,7 +125,9 @@ PY
 for t in npy npz state; do
   echo "== ${t}_fuzz for ${secs}s"
   mkdir -p "$build/work-$t"
-  "$fuzz_bin/${t}_fuzz" -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2048 \
-    -print_final_stats=1 "$build/work-$t" "$corpus/$t" 2>&1 | tail -n 12
+  dict=""
+  [ -f "tests/fuzz/$t.dict" ] && dict="-dict=tests/fuzz/$t.dict"
+  "$fuzz_bin/${t}_fuzz" -max_total_time="$secs" -max_len=131072 -rss_limit_mb=2048 \
+    -print_final_stats=1 $dict "$build/work-$t" "$corpus/$t" 2>&1 | tail -n 12
 done
 echo "fuzz.sh: the three fuzzers ran ${secs}s each without a crash"

@@ -317,7 +317,7 @@ std::unique_ptr<byte_stream> range_stream(std::shared_ptr<byte_source> src, std:
   return std::make_unique<range_stream_impl>(std::move(src), begin, length);
 }
 
-npy_header parse_npy_header(byte_stream& in, const std::string& name) {
+npy_header parse_npy_header(byte_stream& in, const std::string& name, npy_void2 void2) {
   unsigned char pre[10];
   std::size_t got = in.read(pre, 8);
   if (got < 6 || std::memcmp(pre, "\x93NUMPY", 6) != 0) {
@@ -386,6 +386,12 @@ npy_header parse_npy_header(byte_stream& in, const std::string& name) {
     h.stored = npy_dtype::f2;
   else if (d == "<f8")
     h.stored = npy_dtype::f8;
+  else if ((d == "<V2" || d == "|V2") && void2 == npy_void2::bf16)
+    h.stored = npy_dtype::bf16;
+  else if (d == "<V2" || d == "|V2")
+    fail_format(name, "2-byte void dtype '" + d +
+                          "' (how NumPy stores bfloat16, but not only that); if these are bf16 "
+                          "values, say so with --void2 bf16");
   else if (d == ">f4" || d == ">f2" || d == ">f8")
     fail_format(name,
                 "big-endian dtype '" + d +
@@ -432,9 +438,9 @@ npy_header parse_npy_header(byte_stream& in, const std::string& name) {
 }
 
 npy_reader::npy_reader(std::unique_ptr<byte_stream> in, std::string name, std::int64_t payload_size,
-                       std::size_t chunk_bytes)
+                       std::size_t chunk_bytes, npy_void2 void2)
     : in_(std::move(in)), name_(std::move(name)) {
-  header_ = parse_npy_header(*in_, name_);
+  header_ = parse_npy_header(*in_, name_, void2);
   std::uint64_t isz = header_.itemsize();
   if (payload_size >= 0) {
     std::uint64_t expect = header_.data_offset + std::uint64_t(header_.count) * isz;
@@ -509,10 +515,11 @@ bool npy_reader::next(chunk& out) {
   return true;
 }
 
-npy_reader open_npy(const std::string& path, std::size_t chunk_bytes) {
+npy_reader open_npy(const std::string& path, std::size_t chunk_bytes, npy_void2 void2) {
   auto src = open_file(path);
   std::uint64_t size = src->size();
-  return npy_reader(range_stream(src, 0, size), path, static_cast<std::int64_t>(size), chunk_bytes);
+  return npy_reader(range_stream(src, 0, size), path, static_cast<std::int64_t>(size), chunk_bytes,
+                    void2);
 }
 
 std::vector<float> read_all_f32(npy_reader& r) {
@@ -522,6 +529,14 @@ std::vector<float> read_all_f32(npy_reader& r) {
     if (c.type == dtype::f32) {
       const float* p = static_cast<const float*>(c.data);
       out.insert(out.end(), p, p + c.n);
+    } else if (c.type == dtype::bf16) {
+      const auto* p = static_cast<const std::uint16_t*>(c.data);
+      for (std::int64_t i = 0; i < c.n; ++i) {
+        std::uint32_t bits = std::uint32_t(p[i]) << 16;  // bf16 is the top half of an fp32
+        float f;
+        std::memcpy(&f, &bits, 4);
+        out.push_back(f);
+      }
     } else {
       const auto* p = static_cast<const std::uint16_t*>(c.data);
       for (std::int64_t i = 0; i < c.n; ++i) {
@@ -556,7 +571,10 @@ std::vector<float> read_all_f32(npy_reader& r) {
 
 std::string npy_bytes(const void* data, npy_dtype stored, const std::vector<std::int64_t>& shape) {
   std::string dict = "{'descr': '";
-  dict += stored == npy_dtype::f2 ? "<f2" : stored == npy_dtype::f8 ? "<f8" : "<f4";
+  dict += stored == npy_dtype::f2     ? "<f2"
+          : stored == npy_dtype::f8   ? "<f8"
+          : stored == npy_dtype::bf16 ? "<V2"
+                                      : "<f4";
   dict += "', 'fortran_order': False, 'shape': (";
   std::int64_t count = 1;
   for (std::size_t i = 0; i < shape.size(); ++i) {
@@ -578,7 +596,9 @@ std::string npy_bytes(const void* data, npy_dtype stored, const std::vector<std:
   out += static_cast<char>(dict.size() & 0xff);
   out += static_cast<char>(dict.size() >> 8);
   out += dict;
-  std::size_t isz = stored == npy_dtype::f2 ? 2 : stored == npy_dtype::f8 ? 8 : 4;
+  std::size_t isz = stored == npy_dtype::f2 || stored == npy_dtype::bf16 ? 2
+                    : stored == npy_dtype::f8                            ? 8
+                                                                         : 4;
   out.append(static_cast<const char*>(data), static_cast<std::size_t>(count) * isz);
   return out;
 }

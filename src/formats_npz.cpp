@@ -232,12 +232,13 @@ std::unique_ptr<byte_stream> npz_archive::open(const zip_member& m) const {
   return std::make_unique<inflate_stream>(std::move(raw), where, m.uncompressed_size, m.crc32);
 }
 
-npy_reader npz_archive::open_npy(const zip_member& m, std::size_t chunk_bytes) const {
+npy_reader npz_archive::open_npy(const zip_member& m, std::size_t chunk_bytes,
+                                 npy_void2 void2) const {
   if (m.uncompressed_size > std::uint64_t(std::numeric_limits<std::int64_t>::max())) {
     fail(src_->name() + ":" + m.file_name, "member too large");
   }
   return npy_reader(open(m), src_->name() + ":" + m.file_name,
-                    static_cast<std::int64_t>(m.uncompressed_size), chunk_bytes);
+                    static_cast<std::int64_t>(m.uncompressed_size), chunk_bytes, void2);
 }
 
 std::string npz_bytes(const std::vector<npz_entry>& entries, bool deflate) {

@@ -19,8 +19,9 @@ if(TARGET klcal_cli)
       set_tests_properties(cli_state_${case} PROPERTIES LABELS cpu SKIP_RETURN_CODE 77 TIMEOUT 600)
     endforeach()
     # tests/cli/cli_io.py: atomic outputs (disk full, file size limit), output/input checks,
-    # non-regular and duplicate inputs, tensor names, zero scales, --names, order, --recursive.
-    foreach(case disk_full outputs inputs options zero_scale names order)
+    # non-regular and duplicate inputs, tensor names, zero scales, --names, order, --recursive,
+    # --json-histograms, --void2.
+    foreach(case disk_full outputs inputs options zero_scale names order json_histograms void2)
       add_test(NAME cli_io_${case}
                COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/cli/cli_io.py
                        --klcal $<TARGET_FILE:klcal_cli> ${case})

@@ -64,8 +64,13 @@ class byte_stream {
 
 // ---- .npy ------------------------------------------------------------------------------------
 
-/// Element type stored in a .npy file. f8 is converted to fp32 on read.
-enum class npy_dtype : std::uint8_t { f4 = 0, f2 = 1, f8 = 2 };
+/// Element type stored in a .npy file. f8 is converted to fp32 on read. bf16 is stored with
+/// the 2-byte void descr '<V2' (what NumPy writes for bfloat16 arrays, e.g. from ml_dtypes or
+/// torch) and is read only when the caller says so (npy_void2::bf16), never guessed.
+enum class npy_dtype : std::uint8_t { f4 = 0, f2 = 1, f8 = 2, bf16 = 3 };
+
+/// How a '<V2' (or '|V2') descr is read: refused (default), or as bfloat16.
+enum class npy_void2 : std::uint8_t { refuse = 0, bf16 = 1 };
 
 /// A parsed .npy header.
 struct npy_header {
@@ -78,16 +83,26 @@ struct npy_header {
   std::uint64_t data_offset = 0;    ///< bytes before the data (magic + length + header)
   /// Bytes per element on disk (4, 2 or 8).
   std::size_t itemsize() const noexcept {
-    return stored == npy_dtype::f2 ? 2 : stored == npy_dtype::f8 ? 8 : 4;
+    return stored == npy_dtype::f2 || stored == npy_dtype::bf16 ? 2
+           : stored == npy_dtype::f8                            ? 8
+                                                                : 4;
   }
-  /// Element type of the chunks delivered: f16 for '<f2', f32 for '<f4' and '<f8'.
-  dtype delivered() const noexcept { return stored == npy_dtype::f2 ? dtype::f16 : dtype::f32; }
+  /// Element type of the chunks delivered: f16 for '<f2', bf16 for '<V2' read as bf16, f32 for
+  /// '<f4' and '<f8'.
+  dtype delivered() const noexcept {
+    return stored == npy_dtype::f2     ? dtype::f16
+           : stored == npy_dtype::bf16 ? dtype::bf16
+                                       : dtype::f32;
+  }
 };
 
 /// Parses a .npy header from the start of a stream (magic, version, length, dict literal).
 /// Accepts versions 1.0, 2.0 and 3.0; dtypes '<f4', '<f2', '<f8'; C order, or Fortran order when
 /// at most one dimension exceeds 1. Throws errc::format_error naming `name` otherwise.
-npy_header parse_npy_header(byte_stream& in, const std::string& name);
+/// `void2` says how a 2-byte void descr is read (refused by default, with a message naming
+/// the option that accepts it).
+npy_header parse_npy_header(byte_stream& in, const std::string& name,
+                            npy_void2 void2 = npy_void2::refuse);
 
 /// One chunk of elements, valid until the next call to npy_reader::next.
 struct chunk {
@@ -105,7 +120,7 @@ class npy_reader {
   /// `chunk_bytes` bounds the memory used (default 4 MiB; the CLI uses 16 MiB). Where the
   /// stream offers zero-copy views (a memory-mapped file), chunks point into the mapping.
   npy_reader(std::unique_ptr<byte_stream> in, std::string name, std::int64_t payload_size = -1,
-             std::size_t chunk_bytes = std::size_t{4} << 20);
+             std::size_t chunk_bytes = std::size_t{4} << 20, npy_void2 void2 = npy_void2::refuse);
   const npy_header& header() const noexcept { return header_; }
   const std::string& name() const noexcept { return name_; }
   /// Fills `out` with the next chunk; returns false (and out.n == 0) after the last element.
@@ -131,7 +146,8 @@ std::unique_ptr<byte_stream> range_stream(std::shared_ptr<byte_source> src, std:
                                           std::uint64_t length);
 
 /// Opens a .npy file for streaming (size checked against the header).
-npy_reader open_npy(const std::string& path, std::size_t chunk_bytes = std::size_t{4} << 20);
+npy_reader open_npy(const std::string& path, std::size_t chunk_bytes = std::size_t{4} << 20,
+                    npy_void2 void2 = npy_void2::refuse);
 
 // ---- .npz ------------------------------------------------------------------------------------
 
@@ -163,7 +179,8 @@ class npz_archive {
   /// deflate stream checks its CRC-32 and size at the end.
   std::unique_ptr<byte_stream> open(const zip_member& m) const;
   /// An npy_reader over a member.
-  npy_reader open_npy(const zip_member& m, std::size_t chunk_bytes = std::size_t{4} << 20) const;
+  npy_reader open_npy(const zip_member& m, std::size_t chunk_bytes = std::size_t{4} << 20,
+                      npy_void2 void2 = npy_void2::refuse) const;
   const std::string& name() const noexcept { return src_->name(); }
 
  private:
@@ -178,7 +195,7 @@ class npz_archive {
 std::vector<float> read_all_f32(npy_reader& r);
 
 /// Serializes an array as a version-1.0 .npy. `data` holds count(shape) elements of `stored`
-/// (little-endian float, half bits, or double).
+/// (little-endian float, half bits, bf16 bits (written with the descr '<V2'), or double).
 std::string npy_bytes(const void* data, npy_dtype stored, const std::vector<std::int64_t>& shape);
 
 /// Writes bytes to a file (errc::io_error naming `path` on failure).

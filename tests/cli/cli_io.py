@@ -438,6 +438,73 @@ def case_order(work):
     expect_error(["calibrate", "-q", "-r", r], 3, "directory visited twice")
 
 
+# ---- --json-histograms and --void2 ----------------------------------------------------------
+
+
+def case_json_histograms(work):
+    """The counts in the JSON equal python_ref's two-pass histogram of the same data."""
+    sys.path.insert(0, os.path.join(e2e.ROOT, "python_ref"))
+    import klcal_ref as ref
+    d = os.path.join(work, "in")
+    os.makedirs(d)
+    rng = np.random.default_rng(21)
+    a = rng.standard_t(3, 20000).astype(np.float32)
+    b = rng.normal(0, 1, 5000).astype(np.float16)
+    np.save(os.path.join(d, "a.npy"), a)
+    np.save(os.path.join(d, "b.npy"), b)
+    js = os.path.join(work, "h.json")
+    run(["calibrate", "-q", "--bins", "512", "--start-bin", "64", "--json-histograms", "--json",
+         js, d])
+    doc = json.load(open(js))
+    for name, vals, dt in (("a", a, "f32"), ("b", b, "f16")):
+        h = doc["tensors"][name]["histogram"]
+        want = ref.two_pass([vals], dt, 512)
+        require(h["counts"] == [int(c) for c in want.counts], f"{name}: counts differ")
+        require(h["hi"] == float(want.hi), f"{name}: hi {h['hi']} != {want.hi}")
+    # Without the option the counts stay out of the file.
+    run(["calibrate", "-q", "--force", "--json", js, d])
+    require("counts" not in json.load(open(js))["tensors"]["a"]["histogram"], "counts without "
+            "--json-histograms")
+
+
+def case_void2(work):
+    """'<V2' (NumPy's bfloat16) is refused unless --void2 bf16; read as bf16 it calibrates to
+    the same bytes as the same values widened to fp32 by NumPy."""
+    d = os.path.join(work, "bf16")
+    f = os.path.join(work, "f32")
+    os.makedirs(d)
+    os.makedirs(f)
+    rng = np.random.default_rng(9)
+    x = (rng.standard_t(4, 30000) * 0.5).astype(np.float32)
+    bits = (x.view(np.uint32) >> 16).astype(np.uint16)  # truncated to bf16
+    bits[:3] = [0x7fc0, 0xff80, 0x0001]  # NaN, -Inf, a subnormal
+    e2e.write_npy_raw(os.path.join(d, "act.npy"), "<V2", "(30000,)", bits.tobytes())
+    np.save(os.path.join(d, "v.npy"), bits[:1000].view("V2"))  # NumPy writes '|V2'
+    widened = (bits.astype(np.uint32) << 16).view(np.float32)
+    np.save(os.path.join(f, "act.npy"), widened)
+    np.save(os.path.join(f, "v.npy"), widened[:1000])
+    expect_error(["calibrate", "-q", os.path.join(d, "act.npy")], 3,
+                 "act.npy: 2-byte void dtype '<V2' (how NumPy stores bfloat16, but not only that); "
+                 "if these are bf16 values, say so with --void2 bf16")
+    expect_error(["calibrate", "-q", "--void2", "f16", d], 2, "--void2 'f16': expected bf16")
+    outs = {}
+    for name, src, extra in (("bf16", d, ["--void2", "bf16"]), ("f32", f, [])):
+        o = os.path.join(work, name)
+        run(["calibrate", "-q", "--method", "entropy,percentile,mse,max", "--json", o + ".json",
+             "--cache", o + ".cache", src] + extra)
+        outs[name] = o
+    require(open(outs["bf16"] + ".cache").read() == open(outs["f32"] + ".cache").read(),
+            "bf16 and its fp32 widening calibrate differently")
+    jb, jf = (json.load(open(outs[n] + ".json"))["tensors"] for n in ("bf16", "f32"))
+    for t in ("act", "v"):
+        require(jb[t]["stats"] == jf[t]["stats"], f"{t}: stats {jb[t]['stats']} vs {jf[t]['stats']}")
+        require(jb[t]["methods"] == jf[t]["methods"], f"{t}: method results differ")
+    require(jb["act"]["stats"]["nan"] == 1 and jb["act"]["stats"]["inf"] == 1, jb["act"]["stats"])
+    # The brute-force reference reads the bf16 file the same way.
+    p = run(["check", "--json", outs["bf16"] + ".json", "--void2", "bf16", d])
+    require("OK: 8 of 8" in p.stdout, p.stdout)
+
+
 CASES = {n[5:]: f for n, f in globals().items() if n.startswith("case_")}
 
 
