@@ -34,7 +34,8 @@ tensor. Only regular files are read; a file given twice is refused.
   --stride N         candidate step (default 1)
   --bits N           quantized bits, 2..16 (default 8)
   --unsigned         unsigned quantization (tensorrt rules only)
-  --percentile P     percentile method, 0..100 (default 99.99)
+  --percentile P     percentile method, 0..100 (default 99.99); several comma-separated
+                     values (99.9,99.99,99.999) give one result each
   --threads N        CPU threads, 0 = all (default 0)
   --device D         auto|gpu|cpu (default auto: GPU when one is present)
   --cache FILE       TensorRT calibration cache (first method; needs --bits 8, signed)
@@ -77,18 +78,32 @@ std::vector<tensor_result> renamed(const std::vector<tensor_result>& in, const n
 
 void validate_search_settings(calibrate_settings& s) {
   if (s.methods.empty()) s.methods.push_back(method::entropy);
+  if (s.percentiles.empty()) s.percentiles.push_back(s.percentile);
   {
+    // Each method once; percentile once per distinct --percentile value, in the given order.
     std::vector<method> uniq;
+    std::vector<double> pct, ps;
+    for (double p : s.percentiles) {
+      if (std::find(ps.begin(), ps.end(), p) == ps.end()) ps.push_back(p);
+    }
     for (auto m : s.methods) {
-      if (std::find(uniq.begin(), uniq.end(), m) == uniq.end()) uniq.push_back(m);
+      if (std::find(uniq.begin(), uniq.end(), m) != uniq.end()) continue;
+      for (std::size_t i = 0; i < (m == method::percentile ? ps.size() : 1); ++i) {
+        uniq.push_back(m);
+        pct.push_back(m == method::percentile ? ps[i] : ps[0]);
+      }
     }
     s.methods = uniq;
+    s.method_percentile = pct;
+    s.percentile = ps[0];
   }
   if (s.bits < 2 || s.bits > 16) {
     throw usage_error("--bits " + std::to_string(s.bits) + ": must be between 2 and 16");
   }
-  if (!(s.percentile >= 0 && s.percentile <= 100)) {
-    throw usage_error("--percentile " + fmt_g(s.percentile) + ": must be between 0 and 100");
+  for (double p : s.percentiles) {
+    if (!(p >= 0 && p <= 100)) {
+      throw usage_error("--percentile " + fmt_g(p) + ": must be between 0 and 100");
+    }
   }
   if (s.stride < 1) throw usage_error("--stride " + std::to_string(s.stride) + ": must be >= 1");
   if (s.start_bin < 1) {
@@ -252,7 +267,7 @@ int calibrate(calibrate_settings s) {
   progress_bar bar(!s.quiet && ::isatty(2), total_bytes, s.streaming ? 1 : 2);
 
   std::vector<search_options> opts;
-  for (auto m : s.methods) opts.push_back(options_for(s, m, s.rules));
+  for (std::size_t k = 0; k < s.methods.size(); ++k) opts.push_back(options_at(s, k, s.rules));
 
   std::vector<tensor_result> out;
   std::vector<named_state> saved;
@@ -331,7 +346,11 @@ bool parse_search_option(arg_walker& w, const std::string& a, calibrate_settings
     w.no_value(a);
     s.is_unsigned = true;
   } else if (a == "--percentile") {
-    s.percentile = parse_double(a, w.value(a), 0.0, 100.0);
+    // One value or several ("99.9,99.99,99.999"): one percentile result each, in one pass.
+    std::stringstream ss(w.value(a));
+    std::string item;
+    while (std::getline(ss, item, ',')) s.percentiles.push_back(parse_double(a, item, 0.0, 100.0));
+    if (s.percentiles.empty()) throw usage_error("--percentile '': expected a number");
   } else if (a == "--threads") {
     s.threads = static_cast<int>(parse_int(a, w.value(a), 0, 4096));
   } else if (a == "--cache") {

@@ -115,7 +115,8 @@ std::vector<expectation> from_json(const std::string& path) {
       e.scale = static_cast<float>(sc->num);  // exact: written from an fp32 with %.17g
     }
     const auto* m = t.find("method");
-    e.opts.meth = parse_method(!nd.method.empty()                                  ? nd.method
+    // A key of "methods" is the method's name, or "percentile 99.9" with several percentiles.
+    e.opts.meth = parse_method(!nd.method.empty() ? nd.method.substr(0, nd.method.find(' '))
                                : m && m->type == formats::json_value::kind::string ? m->str
                                                                                    : "entropy",
                                where);

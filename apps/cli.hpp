@@ -98,7 +98,9 @@ struct calibrate_settings {
   std::int32_t stride = 1;
   std::int32_t bits = 8;
   bool is_unsigned = false;
-  double percentile = 99.99;
+  double percentile = 99.99;              ///< the first --percentile value
+  std::vector<double> percentiles;        ///< every --percentile value (one percentile entry each)
+  std::vector<double> method_percentile;  ///< per entry of `methods`, after validation
   bool streaming = false;
   int threads = 0;
   std::string device = "auto";

@@ -82,9 +82,9 @@ std::string write_csv(const std::vector<tensor_result>& out) {
   for (const auto& t : out) {
     for (std::size_t k = 0; k < t.opts.size(); ++k) {
       const auto& r = t.results[k];
-      c << csv_field(t.name) << "," << method_name(t.opts[k].meth) << "," << t.elements << ","
-        << t.stats.finite_count << "," << t.stats.nan_count << "," << t.stats.inf_count << ","
-        << g17(t.stats.min) << "," << g17(t.stats.max) << "," << g17(t.stats.max_abs) << ","
+      c << csv_field(t.name) << "," << csv_field(method_label(t.opts, k)) << "," << t.elements
+        << "," << t.stats.finite_count << "," << t.stats.nan_count << "," << t.stats.inf_count
+        << "," << g17(t.stats.min) << "," << g17(t.stats.max) << "," << g17(t.stats.max_abs) << ","
         << g17(r.amax) << "," << g17(r.scale) << "," << formats::scale_hex(r.scale) << ","
         << r.index << "," << g17(r.score) << "," << g17(r.clipped_fraction) << ","
         << (r.degenerate ? 1 : 0) << "\n";
@@ -99,10 +99,12 @@ void print_results(const calibrate_settings& s, const std::vector<tensor_result>
   bool multi = s.methods.size() > 1;
   // max and percentile have no score; in a comparison their score column is left out.
   auto has_score = [&](method m) { return !multi || m == method::entropy || m == method::mse; };
-  for (auto m : s.methods) {
-    std::string p = multi ? std::string(method_name(m)) + " " : "";
+  std::vector<search_options> all;
+  for (std::size_t k = 0; k < s.methods.size(); ++k) all.push_back(options_at(s, k, s.rules));
+  for (std::size_t k = 0; k < all.size(); ++k) {
+    std::string p = multi ? method_label(all, k) + " " : "";
     for (const char* c : {"amax", "scale", "clip%"}) head.push_back(p + c);
-    if (has_score(m)) head.push_back(p + "score");
+    if (has_score(all[k].meth)) head.push_back(p + "score");
   }
   head.push_back("nan");
   head.push_back("inf");

@@ -61,6 +61,14 @@ class progress_bar {
 /// The search options of method m under the run's settings (rules apply to entropy only).
 search_options options_for(const calibrate_settings& s, method m, rule_set rules);
 
+/// The search options of entry k of s.methods (after validate_search_settings, which gives
+/// every --percentile value an entry of its own).
+search_options options_at(const calibrate_settings& s, std::size_t k, rule_set rules);
+
+/// The name of method entry k in tables, JSON keys and CSV rows: the method's name, or
+/// "percentile 99.9" when `opts` holds several percentile entries.
+std::string method_label(const std::vector<search_options>& opts, std::size_t k);
+
 /// What is wrong with `opts` for a histogram `spec` (validate(spec, opts) returned `st`), in
 /// the words of the command-line options ("--rules mxnet with --bits 8 needs ...").
 std::string explain_options(status st, const histogram_spec& spec, const search_options& opts);

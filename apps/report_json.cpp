@@ -42,8 +42,10 @@ std::string write_json(const calibrate_settings& s, const std::string& device,
                        const std::vector<tensor_result>& out) {
   std::ostringstream j;
   j << "{\n  \"format\": \"klcal-calibration 1\",\n  \"settings\": {\"methods\": [";
-  for (std::size_t k = 0; k < s.methods.size(); ++k) {
-    j << (k ? ", " : "") << formats::json_string(method_name(s.methods[k]));
+  std::vector<search_options> all;
+  for (std::size_t k = 0; k < s.methods.size(); ++k) all.push_back(options_at(s, k, s.rules));
+  for (std::size_t k = 0; k < all.size(); ++k) {
+    j << (k ? ", " : "") << formats::json_string(method_label(all, k));
   }
   j << "], \"rules\": " << formats::json_string(rules_name(s.rules)) << ", \"bins\": " << s.bins
     << ", \"range\": " << formats::json_string(s.streaming ? "streaming" : "two-pass")
@@ -76,7 +78,7 @@ std::string write_json(const calibrate_settings& s, const std::string& device,
     }
     j << "],\n      \"methods\": {";
     for (std::size_t k = 0; k < t.opts.size(); ++k) {
-      j << (k ? ",\n" : "\n") << "        " << formats::json_string(method_name(t.opts[k].meth))
+      j << (k ? ",\n" : "\n") << "        " << formats::json_string(method_label(t.opts, k))
         << ": {" << result_json(t.results[k]) << ", \"params\": " << params_json(t, t.opts[k]);
       if (!t.curve_files.empty() && !t.curve_files[k].empty()) {
         j << ", \"curve_file\": " << formats::json_string(t.curve_files[k]);

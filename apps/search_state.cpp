@@ -37,6 +37,19 @@ search_options options_for(const calibrate_settings& s, method m, rule_set rules
   return o;
 }
 
+search_options options_at(const calibrate_settings& s, std::size_t k, rule_set rules) {
+  search_options o = options_for(s, s.methods[k], rules);
+  if (k < s.method_percentile.size()) o.percentile = s.method_percentile[k];
+  return o;
+}
+
+std::string method_label(const std::vector<search_options>& opts, std::size_t k) {
+  std::size_t n = 0;
+  for (const auto& o : opts) n += o.meth == method::percentile ? 1 : 0;
+  if (opts[k].meth != method::percentile || n < 2) return method_name(opts[k].meth);
+  return std::string("percentile ") + fmt_g(opts[k].percentile, 10);
+}
+
 std::string explain_options(status st, const histogram_spec& spec, const search_options& o) {
   const bool mx = o.meth == method::entropy && o.rules == rule_set::mxnet;
   const std::string meth = std::string("--method ") + method_name(o.meth);

@@ -25,7 +25,8 @@ come from the file.
   --stride N         candidate step (default 1)
   --bits N           quantized bits, 2..16 (default 8)
   --unsigned         unsigned quantization (tensorrt rules only)
-  --percentile P     percentile method, 0..100 (default 99.99)
+  --percentile P     percentile method, 0..100 (default 99.99); several comma-separated
+                     values (99.9,99.99,99.999) give one result each
   --threads N        CPU threads, 0 = all (default 0)
   --cache FILE, --trt-version V, --json FILE, --json-histograms, --csv FILE, --curves DIR,
   --force, --quiet
@@ -99,7 +100,7 @@ int run_search(const std::vector<std::string>& args) {
                            : ns.state.spec.kind == layout::signed_ ? rule_set::mxnet
                                                                    : rule_set::tensorrt;
     std::vector<search_options> opts;
-    for (auto m : s.methods) opts.push_back(options_for(s, m, rules));
+    for (std::size_t k = 0; k < s.methods.size(); ++k) opts.push_back(options_at(s, k, rules));
     try {
       if (!ns.state.range_done) {
         throw error(errc::invalid_option,

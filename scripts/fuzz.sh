@@ -49,6 +49,7 @@ seeds = {
     "f8": npy("<f8", "(2,)", struct.pack("<2d", 1e300, -0.1)),
     "scalar": npy("<f4", "()", struct.pack("<f", 3.0)),
     "empty": npy("<f4", "(0, 3)", b""),
+    "bf16_v2": npy("<V2", "(3,)", struct.pack("<3H", 0x3f80, 0x7fc0, 0x0001)),
 }
 for k, v in seeds.items():
     open(os.path.join(out, "npy", k), "wb").write(v)

@@ -20,8 +20,9 @@ if(TARGET klcal_cli)
     endforeach()
     # tests/cli/cli_io.py: atomic outputs (disk full, file size limit), output/input checks,
     # non-regular and duplicate inputs, tensor names, zero scales, --names, order, --recursive,
-    # --json-histograms, --void2.
-    foreach(case disk_full outputs inputs options zero_scale names order json_histograms void2)
+    # --json-histograms, --void2, several --percentile values.
+    foreach(case disk_full outputs inputs options zero_scale names order json_histograms void2
+                 percentiles)
       add_test(NAME cli_io_${case}
                COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/cli/cli_io.py
                        --klcal $<TARGET_FILE:klcal_cli> ${case})

@@ -505,6 +505,57 @@ def case_void2(work):
     require("OK: 8 of 8" in p.stdout, p.stdout)
 
 
+def case_percentiles(work):
+    """--percentile 99.9,99.99,99.999: one result each, equal to python_ref's percentile search,
+    to the brute-force reference (check --json) and to one run per value; klcal search gives
+    the same from a saved state file."""
+    sys.path.insert(0, os.path.join(e2e.ROOT, "python_ref"))
+    import klcal_ref as ref
+    d = os.path.join(work, "in")
+    os.makedirs(d)
+    rng = np.random.default_rng(17)
+    vals = {"heavy": (rng.standard_t(3, 40000) * 0.3).astype(np.float32),
+            "gauss": rng.normal(0, 1, 30000).astype(np.float32)}
+    for n, v in vals.items():
+        np.save(os.path.join(d, n + ".npy"), v)
+    ps = ["99.9", "99.99", "99.999"]
+    js, csv, st = (os.path.join(work, n) for n in ("p.json", "p.csv", "p.klst"))
+    p = run(["calibrate", "--method", "entropy,percentile", "--percentile", ",".join(ps),
+             "--json", js, "--csv", csv, "--save-histograms", st, d])
+    labels = ["entropy"] + [f"percentile {x}" for x in ps]
+    require(all(f"{lb} amax" in p.stdout for lb in labels[1:]), p.stdout)
+    doc = json.load(open(js))
+    require(doc["settings"]["methods"] == labels, doc["settings"])
+    for n, v in vals.items():
+        t = doc["tensors"][n]
+        require(list(t["methods"]) == labels, list(t["methods"]))
+        h = ref.two_pass([v], "f32", 2048)
+        for x in ps:
+            want = ref.search_percentile(h, float(x))
+            got = t["methods"][f"percentile {x}"]
+            require(got["scale_hex"] == e2e.f32_hex(want["scale"]) and got["index"] == want["index"],
+                    f"{n} percentile {x}: {got} vs python_ref {want}")
+            require(got["params"]["percentile"] == float(x), got["params"])
+            one = os.path.join(work, f"{n}_{x}.json")
+            run(["calibrate", "-q", "--method", "percentile", "--percentile", x, "--json", one,
+                 os.path.join(d, n + ".npy")])
+            require(json.load(open(one))["tensors"][n]["scale_hex"] == got["scale_hex"],
+                    f"{n} {x}: several-percentile run differs from a single one")
+    rows = [r.split(",")[1] for r in open(csv).read().splitlines()[1:]]
+    require(rows == labels * 2, rows)
+    p = run(["check", "--json", js, d])
+    require("OK: 8 of 8" in p.stdout, p.stdout)
+    js2 = os.path.join(work, "s.json")
+    run(["search", st, "-q", "--method", "entropy,percentile", "--percentile", ",".join(ps),
+         "--json", js2])
+    a, b = json.load(open(js)), json.load(open(js2))
+    for n in vals:
+        require(a["tensors"][n]["methods"] == b["tensors"][n]["methods"], f"{n}: search differs")
+    expect_error(["calibrate", "-q", "--percentile", "99.9,101", d], 2,
+                 "--percentile 101: must be between 0 and 100")
+    expect_error(["calibrate", "-q", "--percentile", "99.9,,99", d], 2, "--percentile '': not a")
+
+
 CASES = {n[5:]: f for n, f in globals().items() if n.startswith("case_")}
 
 
