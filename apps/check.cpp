@@ -11,6 +11,7 @@
 #include "args.hpp"
 #include "cli.hpp"
 #include "klcal/reference.hpp"
+#include "report.hpp"
 
 namespace klcal::cli {
 namespace {
@@ -229,7 +230,10 @@ int run_check(const std::vector<std::string>& args) {
     if (e.streaming) {
       reference::streaming_histogram sh;
       if (status st = sh.init(e.bins); !st.ok()) {
-        throw error(errc::format_error, source + ": tensor '" + e.name + "': " + to_string(st));
+        throw error(errc::format_error, source + ": tensor '" + e.name + "': bins " +
+                                            std::to_string(e.bins) +
+                                            ": the streaming range needs a power of two from 2 "
+                                            "to 16777216");
       }
       for (const auto& src : it->second->sources) {
         auto r = src.open();
@@ -253,7 +257,8 @@ int run_check(const std::vector<std::string>& args) {
                 : histogram_spec{layout::abs, e.bins, 0.0f, hi};
       reference::histogram h;
       if (status st = reference::make_histogram(spec, &h); !st.ok()) {
-        throw error(errc::format_error, source + ": tensor '" + e.name + "': " + to_string(st));
+        throw error(errc::format_error,
+                    source + ": tensor '" + e.name + "': " + explain_options(st, spec, e.opts));
       }
       for (const auto& src : it->second->sources) {
         auto r = src.open();
@@ -263,8 +268,8 @@ int run_check(const std::vector<std::string>& args) {
     }
     reference::search_output out;
     if (status st = reference::search(counts, spec, max_abs, e.opts, &out); !st.ok()) {
-      throw error(errc::format_error,
-                  source + ": tensor '" + e.name + "': invalid parameters: " + to_string(st));
+      throw error(errc::format_error, source + ": tensor '" + e.name + "': invalid parameters: " +
+                                          explain_options(st, spec, e.opts));
     }
     float got = out.result.scale;
     bool same = fp32_bits(got) == fp32_bits(e.scale);

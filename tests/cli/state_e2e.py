@@ -260,6 +260,36 @@ def case_check_methods(work):
     require("FAILED: 2 of 3" in p.stdout and "mse" in p.stdout and "DIFFERS" in p.stdout, p.stdout)
 
 
+def case_progress(work):
+    """On a terminal, the two-pass progress line shows the data size once, with the pass."""
+    import pty
+    d = os.path.join(work, "in")
+    os.mkdir(d)
+    np.save(os.path.join(d, "t.npy"), np.ones(1 << 20, dtype=np.float32))  # 4 MiB
+    for opts, want, unwanted in ((["--range", "two-pass"], ["pass 1/2", "pass 2/2"], []),
+                                 (["--range", "streaming"], [], ["pass "])):
+        master, slave = pty.openpty()
+        p = subprocess.Popen([KLCAL, "calibrate", "--device", "cpu", d] + opts,
+                             stdout=subprocess.DEVNULL, stderr=slave)
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                b = os.read(master, 4096)
+            except OSError:  # EIO once the child has closed the terminal
+                break
+            if not b:
+                break
+            chunks.append(b)
+        os.close(master)
+        require(p.wait(timeout=600) == 0, "calibrate failed")
+        text = b"".join(chunks).decode(errors="replace")
+        for w in want + ["4.0 / 4.0 MiB"]:
+            require(w in text, f"{opts}: {w!r} not in the progress output:\n{text!r}")
+        for u in unwanted + ["/ 8.0 MiB"]:
+            require(u not in text, f"{opts}: {u!r} in the progress output:\n{text!r}")
+
+
 CASES = {n[5:]: f for n, f in globals().items() if n.startswith("case_")}
 
 
