@@ -1,5 +1,7 @@
 // `klcal search` (thresholds from a saved state file, without the data) and `klcal merge`
 // (state files merged exactly, tensors matched by name).
+#include <sys/stat.h>
+
 #include <iostream>
 #include <map>
 
@@ -40,7 +42,8 @@ are matched by name and written in order of first appearance. Both must have the
 policy, layout and bins; two-pass histograms also need the same range bit for bit (collect
 with --range streaming to merge runs over different data freely). A tensor present in only
 some files is kept as it is, with a warning. Any mismatch is an error naming the tensor and
-the files; then nothing is written.
+the files; then nothing is written. The same file given twice, or -o naming an input, is
+refused.
 
   -o, --output FILE  the merged state file
   --force            overwrite an existing output
@@ -146,6 +149,24 @@ int run_merge(const std::vector<std::string>& args) {
   if (output.empty()) throw usage_error("no output given: -o FILE (see klcal merge --help)");
   if (inputs.size() < 2) throw usage_error("merge needs at least two state files");
   check_output(output, force, "-o");
+  // The same file twice would be counted twice; an output naming an input would replace it.
+  {
+    struct stat out_st {};
+    const bool out_exists = ::stat(output.c_str(), &out_st) == 0;
+    std::map<std::pair<dev_t, ino_t>, std::string> seen;
+    for (const auto& in : inputs) {
+      struct stat st {};
+      if (::stat(in.c_str(), &st) != 0) continue;  // read_state_file names the missing file
+      if (out_exists && st.st_dev == out_st.st_dev && st.st_ino == out_st.st_ino) {
+        throw usage_error("-o " + output + " is the input " + in + "; write to another file");
+      }
+      auto [it, fresh] = seen.emplace(std::make_pair(st.st_dev, st.st_ino), in);
+      if (!fresh) {
+        throw usage_error(in + " and " + it->second +
+                          " are the same file: its counts would be added twice");
+      }
+    }
+  }
 
   std::vector<named_state> merged;
   std::map<std::string, std::size_t> index;       // name -> position in merged

@@ -207,6 +207,14 @@ def case_failures(work):
             expect_rc=3)
     require("two-pass abs histogram" in p.stderr and "streaming abs histogram" in p.stderr,
             p.stderr)
+    # The same file twice, or the output naming an input, is refused; the input is untouched.
+    a_klst = os.path.join(work, "a.klst")
+    before = read(a_klst)
+    p = run(["merge", a_klst, a_klst, "-o", out], expect_rc=2)
+    require("same file" in p.stderr, p.stderr)
+    p = run(["merge", a_klst, os.path.join(work, "b.klst"), "-o", a_klst, "--force"], expect_rc=2)
+    require("is the input" in p.stderr, p.stderr)
+    require(read(a_klst) == before and not os.path.exists(out), "merge changed files")
     # Usage errors of the new commands.
     run(["merge", os.path.join(work, "a.klst"), "-o", out], expect_rc=2)
     run(["merge", os.path.join(work, "a.klst"), os.path.join(work, "s.klst")], expect_rc=2)
