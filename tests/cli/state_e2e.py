@@ -9,32 +9,16 @@ import subprocess
 import sys
 import tempfile
 
-SKIP = 77  # ctest SKIP_RETURN_CODE
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cli_e2e as base  # noqa: E402  (run, require, SKIP; exits 77 without numpy)
+import numpy as np  # noqa: E402
 
-try:
-    import numpy as np
-except ImportError:  # pragma: no cover
-    print("numpy is not installed: skipped")
-    sys.exit(SKIP)
+require = base.require
+run = base.run  # run(args, expect_rc=0): klcal's exit status must be expect_rc
 
-KLCAL = None
 # Internal enum names must never reach the user (messages speak in option names).
 ENUM_NAMES = ("invalid_range", "start_bin_out_of_range", "layout_mismatch", "bins_not_odd",
               "invalid_option", "klcal::")
-
-
-def run(args, expect_rc=0):
-    p = subprocess.run([KLCAL] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                       timeout=600)
-    if p.returncode != expect_rc:
-        raise AssertionError(f"klcal {' '.join(args)}: exit {p.returncode}, expected {expect_rc}\n"
-                             f"stdout:\n{p.stdout}\nstderr:\n{p.stderr}")
-    return p
-
-
-def require(cond, msg):
-    if not cond:
-        raise AssertionError(msg)
 
 
 def no_enum_names(text):
@@ -277,7 +261,7 @@ def case_progress(work):
     for opts, want, unwanted in ((["--range", "two-pass"], ["pass 1/2", "pass 2/2"], []),
                                  (["--range", "streaming"], [], ["pass "])):
         master, slave = pty.openpty()
-        p = subprocess.Popen([KLCAL, "calibrate", "--device", "cpu", d] + opts,
+        p = subprocess.Popen([base.KLCAL, "calibrate", "--device", "cpu", d] + opts,
                              stdout=subprocess.DEVNULL, stderr=slave)
         os.close(slave)
         chunks = []
@@ -302,12 +286,11 @@ CASES = {n[5:]: f for n, f in globals().items() if n.startswith("case_")}
 
 
 def main():
-    global KLCAL
     ap = argparse.ArgumentParser()
     ap.add_argument("--klcal", required=True)
     ap.add_argument("case", choices=sorted(CASES))
     a = ap.parse_args()
-    KLCAL = os.path.abspath(a.klcal)
+    base.KLCAL = os.path.abspath(a.klcal)
     work = tempfile.mkdtemp(prefix="klcal-state-e2e-")
     try:
         CASES[a.case](work)
