@@ -250,6 +250,18 @@ def case_check_methods(work):
         f.write(text)
     p = run(["check", "--json", js, d], expect_rc=1)
     require("FAILED: 2 of 3" in p.stdout and "mse" in p.stdout and "DIFFERS" in p.stdout, p.stdout)
+    # Parameters the reference cannot use fail that method alone: exit 3, the others checked.
+    text = text.replace(new, old)
+    m = list(re.finditer(r'"mse": \{.*"start_bin": (128)', text))
+    require(len(m) == 1, "mse start_bin not found")
+    text = text[:m[0].start(1)] + "5000" + text[m[0].end(1):]
+    with open(js, "w") as f:
+        f.write(text)
+    p = run(["check", "--json", js, d], expect_rc=3)
+    require("--start-bin 5000 must be smaller than the number of bins (2048)" in p.stderr,
+            p.stderr)
+    require("FAILED: 2 of 3" in p.stdout and "NOT CHECKED" in p.stdout, p.stdout)
+    no_enum_names(p.stderr)
 
 
 def case_progress(work):
