@@ -42,7 +42,8 @@ are matched by name and written in order of first appearance. Both must have the
 policy, layout and bins; two-pass histograms also need the same range bit for bit (collect
 with --range streaming to merge runs over different data freely). A tensor present in only
 some files is kept as it is, with a warning. Any mismatch is an error naming the tensor and
-the files; then nothing is written.
+the files; then nothing is written. The same file given twice, or -o naming an input, is
+refused.
 
   -o, --output FILE  the merged state file
   --force            overwrite an existing output
@@ -158,7 +159,16 @@ int run_merge(const std::vector<std::string>& args) {
   output_set outputs(force);
   outputs.add("-o", output);
   std::vector<file_id> input_files;
-  for (const auto& in : inputs) input_files.push_back(file_id_of(in));
+  for (const auto& in : inputs) {
+    const file_id id = file_id_of(in);
+    for (std::size_t k = 0; k < input_files.size(); ++k) {
+      if (input_files[k] == id) {
+        throw error(errc::io_error, escaped(in) + " and " + escaped(inputs[k]) +
+                                        " are the same file: its counts would be added twice");
+      }
+    }
+    input_files.push_back(id);
+  }
   outputs.refuse_inputs(input_files);
 
   std::vector<named_state> merged;

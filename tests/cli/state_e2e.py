@@ -9,32 +9,16 @@ import subprocess
 import sys
 import tempfile
 
-SKIP = 77  # ctest SKIP_RETURN_CODE
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cli_e2e as base  # noqa: E402  (run, require, SKIP; exits 77 without numpy)
+import numpy as np  # noqa: E402
 
-try:
-    import numpy as np
-except ImportError:  # pragma: no cover
-    print("numpy is not installed: skipped")
-    sys.exit(SKIP)
+require = base.require
+run = base.run  # run(args, expect_rc=0): klcal's exit status must be expect_rc
 
-KLCAL = None
 # Internal enum names must never reach the user (messages speak in option names).
 ENUM_NAMES = ("invalid_range", "start_bin_out_of_range", "layout_mismatch", "bins_not_odd",
               "invalid_option", "klcal::")
-
-
-def run(args, expect_rc=0):
-    p = subprocess.run([KLCAL] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                       timeout=600)
-    if p.returncode != expect_rc:
-        raise AssertionError(f"klcal {' '.join(args)}: exit {p.returncode}, expected {expect_rc}\n"
-                             f"stdout:\n{p.stdout}\nstderr:\n{p.stderr}")
-    return p
-
-
-def require(cond, msg):
-    if not cond:
-        raise AssertionError(msg)
 
 
 def no_enum_names(text):
@@ -211,6 +195,14 @@ def case_failures(work):
             expect_rc=3)
     require("two-pass abs histogram" in p.stderr and "streaming abs histogram" in p.stderr,
             p.stderr)
+    # The same file twice, or the output naming an input, is refused; the input is untouched.
+    a_klst = os.path.join(work, "a.klst")
+    before = read(a_klst)
+    p = run(["merge", a_klst, a_klst, "-o", out], expect_rc=3)
+    require("same file" in p.stderr, p.stderr)
+    p = run(["merge", a_klst, os.path.join(work, "b.klst"), "-o", a_klst, "--force"], expect_rc=3)
+    require("is one of the input files" in p.stderr, p.stderr)
+    require(read(a_klst) == before and not os.path.exists(out), "merge changed files")
     # Usage errors of the new commands.
     run(["merge", os.path.join(work, "a.klst"), "-o", out], expect_rc=2)
     run(["merge", os.path.join(work, "a.klst"), os.path.join(work, "s.klst")], expect_rc=2)
@@ -262,23 +254,101 @@ def case_check_methods(work):
         f.write(text)
     p = run(["check", "--json", js, d], expect_rc=1)
     require("FAILED: 2 of 3" in p.stdout and "mse" in p.stdout and "DIFFERS" in p.stdout, p.stdout)
+    # Parameters the reference cannot use fail that method alone: exit 3, the others checked.
+    text = text.replace(new, old)
+    m = list(re.finditer(r'"mse": \{.*"start_bin": (128)', text))
+    require(len(m) == 1, "mse start_bin not found")
+    text = text[:m[0].start(1)] + "5000" + text[m[0].end(1):]
+    with open(js, "w") as f:
+        f.write(text)
+    p = run(["check", "--json", js, d], expect_rc=3)
+    require("--start-bin 5000 must be smaller than the number of bins (2048)" in p.stderr,
+            p.stderr)
+    require("FAILED: 2 of 3" in p.stdout and "NOT CHECKED" in p.stdout, p.stdout)
+    no_enum_names(p.stderr)
+
+
+def case_progress(work):
+    """On a terminal, the two-pass progress line shows the data size once, with the pass."""
+    import pty
+    d = os.path.join(work, "in")
+    os.mkdir(d)
+    np.save(os.path.join(d, "t.npy"), np.ones(1 << 20, dtype=np.float32))  # 4 MiB
+    for opts, want, unwanted in ((["--range", "two-pass"], ["pass 1/2", "pass 2/2"], []),
+                                 (["--range", "streaming"], [], ["pass "])):
+        master, slave = pty.openpty()
+        p = subprocess.Popen([base.KLCAL, "calibrate", "--device", "cpu", d] + opts,
+                             stdout=subprocess.DEVNULL, stderr=slave)
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                b = os.read(master, 4096)
+            except OSError:  # EIO once the child has closed the terminal
+                break
+            if not b:
+                break
+            chunks.append(b)
+        os.close(master)
+        require(p.wait(timeout=600) == 0, "calibrate failed")
+        text = b"".join(chunks).decode(errors="replace")
+        for w in want + ["4.0 / 4.0 MiB"]:
+            require(w in text, f"{opts}: {w!r} not in the progress output:\n{text!r}")
+        for u in unwanted + ["/ 8.0 MiB"]:
+            require(u not in text, f"{opts}: {u!r} in the progress output:\n{text!r}")
+
+
+def case_gpu(work):
+    """With a CUDA device: histograms collected on the GPU (pinned double-buffered input) give
+    the same state file and outputs as the CPU, byte for byte, for every range policy, with
+    chunks small enough that both buffers are used many times. Skipped (77) without one."""
+    d = os.path.join(work, "data")
+    write_halves(d, peak=6.5)
+    h1, h2 = os.path.join(d, "h1"), os.path.join(d, "h2")
+    p = base.run(["calibrate", "-q", "--device", "gpu", h1], check=False)
+    if p.returncode != 0 and "--device gpu" in p.stderr:
+        print(f"no usable GPU: {p.stderr.strip()}")
+        return base.SKIP
+    require(p.returncode == 0, p.stderr)
+    # A tensor of several 16 MiB chunks, so that the two pinned buffers alternate.
+    big = np.random.default_rng(3).standard_normal(12 << 20).astype(np.float32)
+    np.save(os.path.join(d, "h1", "big.npy"), big)
+    for k, (label, opts, methods) in enumerate(CONFIGS):
+        outs = {}
+        for dev in ("gpu", "cpu"):
+            pre = os.path.join(work, f"{dev}{k}")
+            p = base.run(["calibrate", "-q", "--device", dev, "--method", methods] + opts +
+                         [h1, h2, "--save-histograms", pre + ".klst"] + outputs(pre),
+                         check=False)
+            require(p.returncode == 0, f"{label} --device {dev}: {p.stderr}")
+            outs[dev] = pre
+        g, c = outs["gpu"], outs["cpu"]
+        require(read(g + ".klst") == read(c + ".klst"), f"{label}: GPU and CPU states differ")
+        require(read(g + ".cache") == read(c + ".cache"), f"{label}: caches differ")
+        require(read(g + ".csv") == read(c + ".csv"), f"{label}: CSV files differ")
+        strip = lambda b: re.sub(r'"device": "[^"]*"', "", b.decode())  # noqa: E731
+        require(strip(read(g + ".json")) == strip(read(c + ".json")), f"{label}: JSON differs")
+        print(f"{label}: GPU == CPU")
+    return 0
 
 
 CASES = {n[5:]: f for n, f in globals().items() if n.startswith("case_")}
 
 
 def main():
-    global KLCAL
     ap = argparse.ArgumentParser()
     ap.add_argument("--klcal", required=True)
     ap.add_argument("case", choices=sorted(CASES))
     a = ap.parse_args()
-    KLCAL = os.path.abspath(a.klcal)
+    base.KLCAL = os.path.abspath(a.klcal)
     work = tempfile.mkdtemp(prefix="klcal-state-e2e-")
     try:
-        CASES[a.case](work)
+        rc = CASES[a.case](work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if rc == base.SKIP:
+        print(f"{a.case}: skipped")
+        sys.exit(base.SKIP)
     print(f"{a.case}: passed")
 
 
