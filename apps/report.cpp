@@ -140,17 +140,17 @@ void print_results(const calibrate_settings& s, const std::vector<tensor_result>
   if (any_deg) std::cout << "* degenerate result (empty, all-zero, or every candidate infinite)\n";
 }
 
-void print_table(const std::vector<std::vector<std::string>>& raw, std::ostream& os) {
-  std::vector<std::vector<std::string>> rows = raw;  // a terminal never sees control characters
-  for (auto& r : rows) {
+void print_table(const std::vector<std::vector<std::string>>& rows, std::ostream& os) {
+  std::vector<std::vector<std::string>> shown = rows;  // a terminal never sees control bytes
+  for (auto& r : shown) {
     for (auto& c : r) c = escaped(c);
   }
   std::vector<std::size_t> w;
-  for (const auto& r : rows) {
+  for (const auto& r : shown) {
     if (w.size() < r.size()) w.resize(r.size(), 0);
     for (std::size_t i = 0; i < r.size(); ++i) w[i] = std::max(w[i], r[i].size());
   }
-  for (const auto& r : rows) {
+  for (const auto& r : shown) {
     std::string line;
     for (std::size_t i = 0; i < r.size(); ++i) {
       std::string pad(w[i] - r[i].size(), ' ');
