@@ -103,6 +103,42 @@ TEST(NpyRead, HalfDeliveredAsF16Bits) {
   EXPECT_TRUE(std::isinf(f[3]));
 }
 
+TEST(NpyRead, Void2IsBf16OnlyWhenAskedFor) {
+  // 1.0, -2.0, the smallest bf16 subnormal 2^-133, NaN
+  const std::vector<std::uint16_t> h = {0x3f80, 0xc000, 0x0001, 0x7fc0};
+  for (const char* descr : {"<V2", "|V2"}) {
+    static std::deque<std::string> keep;
+    const std::string& b = keep.emplace_back(make_npy(
+        1, std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': (4,), }",
+        raw(h)));
+    auto src = kf::memory_source(b.data(), b.size(), "bf.npy");
+    EXPECT_NE(error_of([&] {
+                kf::npy_reader(kf::range_stream(src, 0, b.size()), "bf.npy");
+              }).find("bf.npy: 2-byte void dtype '" + std::string(descr) + "'"),
+              std::string::npos);
+    kf::npy_reader r(kf::range_stream(src, 0, b.size()), "bf.npy",
+                     static_cast<std::int64_t>(b.size()), 1 << 20, kf::npy_void2::bf16);
+    EXPECT_EQ(r.header().delivered(), klcal::dtype::bf16);
+    EXPECT_EQ(r.header().itemsize(), 2u);
+    auto f = kf::read_all_f32(r);
+    ASSERT_EQ(f.size(), 4u);
+    EXPECT_EQ(f[0], 1.0f);
+    EXPECT_EQ(f[1], -2.0f);
+    EXPECT_EQ(f[2], std::ldexp(1.0f, -133));
+    EXPECT_TRUE(std::isnan(f[3]));
+  }
+  // npy_bytes writes bf16 with the '<V2' descr, and it reads back as the same bits.
+  const std::string w = kf::npy_bytes(h.data(), kf::npy_dtype::bf16, {2, 2});
+  EXPECT_NE(w.find("'<V2'"), std::string::npos);
+  auto src = kf::memory_source(w.data(), w.size(), "w.npy");
+  kf::npy_reader r(kf::range_stream(src, 0, w.size()), "w.npy", static_cast<std::int64_t>(w.size()),
+                   1 << 20, kf::npy_void2::bf16);
+  kf::chunk c;
+  ASSERT_TRUE(r.next(c));
+  ASSERT_EQ(c.n, 4);
+  EXPECT_EQ(std::memcmp(c.data, h.data(), 8), 0);
+}
+
 TEST(NpyRead, DoubleRoundsToNearestEven) {
   // 1 + 2^-24 is halfway between 1 and 1 + 2^-23: ties to even -> 1.
   // 1 + 3*2^-25 is above halfway -> 1 + 2^-23. 1e300 overflows to +inf.
