@@ -61,19 +61,6 @@ bool is_pow2(std::int64_t v) {
   return v > 0 && (v & (v - 1)) == 0;
 }
 
-/// The results under their --names output names: a tensor mapped to several names appears once
-/// per name (the same histogram and thresholds).
-std::vector<tensor_result> renamed(const std::vector<tensor_result>& in, const name_map& names) {
-  std::vector<tensor_result> out;
-  for (const auto& t : in) {
-    for (const auto& n : names.targets(t.name)) {
-      out.push_back(t);
-      out.back().name = n;
-    }
-  }
-  return out;
-}
-
 }  // namespace
 
 void validate_search_settings(calibrate_settings& s) {

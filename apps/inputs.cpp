@@ -242,7 +242,13 @@ std::string read_text_file(const std::string& path) {
 name_map::name_map(const std::string& path) : path_(path) {
   using kind = formats::json_value::kind;
   const std::string where = "--names " + escaped(path);
-  auto doc = formats::parse_json(read_text_file(path), where);
+  std::string text;
+  try {
+    text = read_text_file(path);
+  } catch (const error& e) {
+    throw error(e.code(), "--names " + std::string(e.what()));
+  }
+  auto doc = formats::parse_json(text, where);
   if (doc.type != kind::object) {
     throw error(errc::format_error, where +
                                         ": expected a JSON object {\"dump name\": \"name\" or "

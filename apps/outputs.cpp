@@ -139,6 +139,17 @@ void warn_cache_name(const std::string& name) {
        "as the name and would misread this entry (docs/cli.md, TensorRT interop)");
 }
 
+std::vector<tensor_result> renamed(const std::vector<tensor_result>& in, const name_map& names) {
+  std::vector<tensor_result> out;
+  for (const auto& t : in) {
+    for (const auto& n : names.targets(t.name)) {
+      out.push_back(t);
+      out.back().name = n;
+    }
+  }
+  return out;
+}
+
 void warn_zero_scale(const tensor_result& t, progress_bar* bar) {
   std::string which;
   for (std::size_t k = 0; k < t.results.size(); ++k) {

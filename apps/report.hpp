@@ -92,6 +92,10 @@ void plan_curve_files(const calibrate_settings& s, std::vector<tensor_result>& o
 void write_outputs(const calibrate_settings& s, const std::string& device,
                    const std::vector<tensor_result>& out, output_set& outputs);
 
+/// The results under their --names output names: a tensor mapped to several names appears once
+/// per name (the same histogram and thresholds), in the order of `in`.
+std::vector<tensor_result> renamed(const std::vector<tensor_result>& in, const name_map& names);
+
 /// One warning line on stderr (also with --quiet) for a tensor some method gave scale 0, with
 /// the reason (no finite values, all zero, too small for the histogram): a reader of the cache
 /// would quantize all of it to 0. The JSON marks each such result "zero_scale": true.

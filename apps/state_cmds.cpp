@@ -29,7 +29,7 @@ come from the file.
                      values (99.9,99.99,99.999) give one result each
   --threads N        CPU threads, 0 = all (default 0)
   --cache FILE, --trt-version V, --json FILE, --json-histograms, --csv FILE, --curves DIR,
-  --force, --quiet
+  --names FILE, --force, --quiet
                      as for klcal calibrate
 
 Exit status 0, or 3 when some tensor failed (the others are still in the outputs).
@@ -62,6 +62,8 @@ int run_search(const std::vector<std::string>& args) {
       return exit_ok;
     } else if (parse_search_option(w, a, s)) {
       continue;
+    } else if (a == "--names") {
+      s.names_path = w.value(a);
     } else if (a.size() > 1 && a[0] == '-') {
       throw usage_error("unknown option '" + a + "' (see klcal search --help)");
     } else if (path.empty()) {
@@ -76,9 +78,17 @@ int run_search(const std::vector<std::string>& args) {
   outputs.add("--cache", s.cache_path);
   outputs.add("--json", s.json_path);
   outputs.add("--csv", s.csv_path);
+  const name_map names = s.names_path.empty() ? name_map() : name_map(s.names_path);
   const std::vector<named_state> states = formats::read_state_file(path);
+  {
+    std::vector<tensor_group> saved;  // the saved (dump) names, for the --names checks
+    for (const auto& ns : states) saved.push_back({ns.name, {}});
+    names.check(saved);
+  }
   if (!s.cache_path.empty()) {
-    for (const auto& ns : states) warn_cache_name(ns.name);
+    for (const auto& ns : states) {
+      for (const auto& n : names.targets(ns.name)) warn_cache_name(n);
+    }
   }
   if (states.empty()) throw error(errc::format_error, path + ": the state file holds no tensors");
 
@@ -101,7 +111,7 @@ int run_search(const std::vector<std::string>& args) {
                            : ns.state.spec.kind == layout::signed_ ? rule_set::mxnet
                                                                    : rule_set::tensorrt;
     std::vector<search_options> opts;
-    for (std::size_t k = 0; k < s.methods.size(); ++k) opts.push_back(options_at(s, k, rules));
+    for (std::size_t m = 0; m < s.methods.size(); ++m) opts.push_back(options_at(s, m, rules));
     try {
       if (!ns.state.range_done) {
         throw error(errc::invalid_option,
@@ -128,6 +138,7 @@ int run_search(const std::vector<std::string>& args) {
     std::cerr << "klcal search: error: no tensor could be searched; no output written\n";
     return exit_input;
   }
+  if (!names.empty()) done = renamed(done, names);
   write_outputs(s, "cpu", done, outputs);
   outputs.write_all();
   return report_failures("search", failed, failed + done.size());

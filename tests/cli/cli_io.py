@@ -364,13 +364,22 @@ def case_names(work):
         json.dump({"blk/ln_out": ["blk.q", "blk.k", "blk.v"], "blk/fc": "blk.fc1"}, f)
     mapped = os.path.join(work, "mapped.cache")
     js = os.path.join(work, "mapped.json")
-    p = run(["calibrate", "--names", m, "--cache", mapped, "--json", js, "--device", "cpu", d])
+    st = os.path.join(work, "mapped.klst")
+    p = run(["calibrate", "--names", m, "--cache", mapped, "--json", js, "--device", "cpu",
+             "--save-histograms", st, d])
     _, got = read_cache(mapped)
     require(list(got) == ["blk.q", "blk.k", "blk.v", "blk.fc1"], got)
     require(all(got[n] == base["blk/ln_out"] for n in ("blk.q", "blk.k", "blk.v")), got)
     require(got["blk.fc1"] == base["blk/fc"], got)
     require(all(n in p.stdout for n in ("blk.q", "blk.k", "blk.v", "blk.fc1")), p.stdout)
     require(sorted(json.load(open(js))["tensors"]) == ["blk.fc1", "blk.k", "blk.q", "blk.v"], js)
+    # The state file keeps the dump names; search applies the same map to the same cache.
+    searched = os.path.join(work, "searched.cache")
+    run(["search", st, "-q", "--names", m, "--cache", searched])
+    require(open(searched).read() == open(mapped).read(), "search --names differs from calibrate")
+    # check reads the inputs with the same map.
+    p = run(["check", "--cache", mapped, "--names", m, d])
+    require("OK: 4 of 4" in p.stdout, p.stdout)
     bad = [
         ({"blk/nope": "x"}, "'blk/nope' is not a tensor of the inputs"),
         ({"blk/fc": "blk/ln_out"}, "tensors 'blk/ln_out' and 'blk/fc' would both be called "
@@ -390,7 +399,7 @@ def case_names(work):
         f.write("{\"a\": ")
     expect_error(["calibrate", "-q", "--names", m, d], 3, "--names " + m)
     expect_error(["calibrate", "-q", "--names", os.path.join(work, "missing.json"), d], 3,
-                 "missing.json")
+                 "--names " + os.path.join(work, "missing.json") + ": cannot open")
 
 
 # ---- order and --recursive ----------------------------------------------------------------
