@@ -81,8 +81,8 @@ int run_search(const std::vector<std::string>& args) {
   const name_map names = s.names_path.empty() ? name_map() : name_map(s.names_path);
   const std::vector<named_state> states = formats::read_state_file(path);
   {
-    std::vector<tensor_group> saved;  // the saved (dump) names, for the --names checks
-    for (const auto& ns : states) saved.push_back({ns.name, {}});
+    std::vector<tensor_group> saved(states.size());  // the saved (dump) names, for --names
+    for (std::size_t k = 0; k < states.size(); ++k) saved[k].name = states[k].name;
     names.check(saved);
   }
   if (!s.cache_path.empty()) {
