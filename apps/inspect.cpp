@@ -121,7 +121,7 @@ void plot(const std::string& title, const calibrator_state& st, const std::vecto
     markers[std::size_t(x)] = markers[std::size_t(x)] == ' ' ? m.mark : '*';
   }
   const std::uint64_t count = s.finite_count + s.nan_count + s.inf_count;
-  std::cout << title << ": " << count << " elements, min " << fmt_g(s.min) << ", max "
+  std::cout << escaped(title) << ": " << count << " elements, min " << fmt_g(s.min) << ", max "
             << fmt_g(s.max) << ", max|x| " << fmt_g(s.max_abs) << ", NaN " << s.nan_count
             << ", Inf " << s.inf_count << "\n";
   std::cout << (spec.kind == layout::abs ? "abs" : "signed") << " histogram ("
@@ -179,12 +179,12 @@ int inspect_state(const std::string& file, const std::string& tensor, int width,
                   int threads) {
   const std::vector<named_state> all = formats::read_state_file(file);
   if (all.empty()) {
-    std::cout << file << ": state file with no tensors\n";
+    std::cout << escaped(file) << ": state file with no tensors\n";
     return exit_ok;
   }
   if (tensor.empty() && all.size() > 1) {
-    std::cout << file << ": state file with " << all.size() << " tensors (name one as " << file
-              << ":TENSOR for its plot)\n";
+    std::cout << escaped(file) << ": state file with " << all.size() << " tensors (name one as "
+              << escaped(file) << ":TENSOR for its plot)\n";
     std::vector<std::vector<std::string>> rows = {
         {"tensor", "range", "layout", "bins", "lo", "hi", "elements", "max|x|", "nan", "inf"}};
     for (const auto& t : all) {

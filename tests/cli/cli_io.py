@@ -280,6 +280,8 @@ def case_inputs(work):
     # Nothing unescaped reaches the terminal: no raw control character in any message.
     p = run(["calibrate", "-q", newline], check=False)
     require("\n" not in p.stderr.rstrip("\n") and "\r" not in p.stderr, repr(p.stderr))
+    p = run(["inspect", cr, "--height", "2", "--width", "10"])  # inspect reads it, escaped
+    require("\r" not in p.stdout and "cr.npz:x\\r.npy: 4 elements" in p.stdout, repr(p.stdout))
 
     # ':' in a cache name: one warning per name, only when a cache is written.
     colon = os.path.join(work, "colon")
