@@ -183,7 +183,7 @@ __device__ inline double tensorrt_lane_levels(const area& a, std::int32_t levels
   const std::uint64_t* s = a.s;
   const std::uint32_t* n = a.n;
   double sum = 0.0;
-  for (std::int32_t g = lane; g < levels; g += 32) {
+  for (std::int64_t g = lane; g < levels; g += 32) {
     const std::int64_t lo = ceil_shift(g * i, shift);
     const std::int64_t hi = ceil_shift((g + 1) * i, shift);
     const std::uint32_t nonempty = n[hi] - n[lo];
