@@ -592,9 +592,11 @@ status fused_device(fused_device_info* info) noexcept {
   KLCAL_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   KLCAL_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   constexpr auto bytes = fused_smem_bytes(search_fused_max_bins);
-  // The kernel's static shared memory (scan storage, totals, warp bests) is well below this.
-  constexpr std::uint64_t static_margin = 4096;
-  bool available = bytes + static_margin <= static_cast<std::uint64_t>(optin);
+  // Dynamic plus the kernel's static shared memory (scan storage, totals, warp bests and the
+  // 10 KiB of tree_sum slots) must fit in the opt-in limit.
+  cudaFuncAttributes attr{};
+  KLCAL_TRY(cudaFuncGetAttributes(&attr, search_fused_kernel<Capacity>));
+  bool available = bytes + attr.sharedSizeBytes <= static_cast<std::uint64_t>(optin);
   if (available)
     KLCAL_CHECK(
         raise_dynamic_smem_once<search_fused_kernel<Capacity>>(device, static_cast<int>(bytes)));

@@ -94,9 +94,9 @@ inline constexpr int search_block_threads = 256;
 /// launch group whose tasks all have at most this many bins and none uses the mxnet rule set
 /// runs as one kernel, one block per histogram, with the prefix arrays in shared memory
 /// (S uint64 + H fp64 + N uint32 = 20 bytes per bin: 4096 bins -> 80 KiB of dynamic shared
-/// memory, within the opt-in limit of sm_80 (163 KiB) and sm_90 (227 KiB)). Larger histograms
-/// and mxnet keep the prefix + candidates + finalize kernels, whose arrays live in global memory.
-/// Devices with less shared memory fall back to those kernels.
+/// memory, plus 16 KiB of static, within the opt-in limit of sm_80 (163 KiB) and sm_90 (227 KiB)).
+/// Larger histograms and mxnet keep the prefix + candidates + finalize kernels, whose arrays live
+/// in global memory. Devices with less shared memory fall back to those kernels.
 inline constexpr std::int32_t search_fused_max_bins = 4096;
 
 /// Items per thread and tile of the prefix-sum block scan (a 2048-bin histogram is one tile).
