@@ -462,8 +462,8 @@ constexpr bool fused_eligible(const task_desc& d) {
 /// thread, so the same scores and curve bits) and keeps its best by prefer(); the bests are
 /// reduced per warp (shuffles) and the warps' in warp order, and thread 0 runs finalize().
 /// prefer() is a total order, so the winner equals the multi-kernel path's. One thread per
-/// candidate instead of one warp per candidate: a candidate's scalar part (the tail terms, three
-/// logs and a division) runs once instead of on all 32 lanes, and no shuffles per candidate.
+/// candidate instead of one warp per candidate: a candidate's scalar part (the tail terms: three
+/// logs, three divisions) runs once instead of on all 32 lanes, and no shuffles per candidate.
 /// 4 blocks per SM caps it at 64 registers (without spills: scripts/sass-report.sh checks); the
 /// cap changes register allocation only, never the arithmetic, so the bits stay those of the
 /// multi-kernel path.
