@@ -10,6 +10,7 @@
 
 #include "args.hpp"
 #include "cli.hpp"
+#include "inputs.hpp"
 #include "klcal/reference.hpp"
 #include "report.hpp"
 
@@ -51,15 +52,6 @@ std::uint32_t fp32_bits(float f) {
   return b;
 }
 
-std::string read_text(const std::string& path) {
-  auto src = formats::open_file(path);
-  std::string s(static_cast<std::size_t>(src->size()), '\0');
-  if (!s.empty() && src->read_at(0, s.data(), s.size()) != s.size()) {
-    throw error(errc::io_error, path + ": short read");
-  }
-  return s;
-}
-
 method parse_method(const std::string& v, const std::string& where) {
   if (v == "entropy") return method::entropy;
   if (v == "max") return method::max;
@@ -69,7 +61,7 @@ method parse_method(const std::string& v, const std::string& where) {
 }
 
 std::vector<expectation> from_json(const std::string& path) {
-  auto doc = formats::parse_json(read_text(path), path);
+  auto doc = formats::parse_json(read_text_file(path), path);
   const auto* tensors = doc.find("tensors");
   if (!tensors || tensors->type != formats::json_value::kind::object) {
     throw error(errc::format_error, path + ": no \"tensors\" object");
@@ -207,7 +199,7 @@ int run_check(const std::vector<std::string>& args) {
   if (!json_path.empty()) {
     expect = from_json(json_path);
   } else {
-    auto cache = formats::parse_cache(read_text(cache_path), cache_path);
+    auto cache = formats::parse_cache(read_text_file(cache_path), cache_path);
     if (cache_opts.meth == method::entropy && cache.algorithm != "EntropyCalibration2") {
       warn(cache_path + ": algorithm tag '" + cache.algorithm +
            "' but checking with --method entropy (pass --method to choose)");
