@@ -1,0 +1,56 @@
+"""Shared fixtures of the klcal Python tests.
+
+Optional producers (torch, JAX, CuPy) and the `klcal` command-line tool are skipped when
+missing, except where KLCAL_PYTEST_REQUIRE names them (comma-separated, e.g. "torch,cli" in
+.ci/run): there a missing one fails the test instead of hiding it.
+"""
+
+import importlib
+import os
+import pathlib
+import shutil
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _required(what):
+    return what in os.environ.get("KLCAL_PYTEST_REQUIRE", "").split(",")
+
+
+def optional_module(name):
+    """The module, or a skip (a failure when KLCAL_PYTEST_REQUIRE names it)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        if _required(name):
+            pytest.fail(f"{name} is required here (KLCAL_PYTEST_REQUIRE) but cannot be imported: {e}")
+        pytest.skip(f"{name} not installed")
+
+
+@pytest.fixture(scope="session")
+def klcal_cli():
+    """Path of the C++ `klcal` tool: $KLCAL_CLI, else the first build/*/apps/klcal."""
+    path = os.environ.get("KLCAL_CLI")
+    if not path:
+        found = sorted(ROOT.glob("build/*/apps/klcal")) or [shutil.which("klcal")]
+        path = str(found[0]) if found[0] else None
+    if not path or not os.access(path, os.X_OK):
+        if _required("cli"):
+            pytest.fail("the klcal CLI is required here (KLCAL_PYTEST_REQUIRE) but was not found; set KLCAL_CLI")
+        pytest.skip("klcal CLI not built (set KLCAL_CLI)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def klcal_ref():
+    """The independent NumPy reference python_ref/klcal_ref.py."""
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    try:
+        from python_ref import klcal_ref as ref
+    finally:
+        sys.path.pop(0)
+    return ref
