@@ -25,6 +25,6 @@ def test_stubs_up_to_date():
 def test_stubs_cover_the_api():
     text = (HERE.parent / "klcal" / "_klcal.pyi").read_text()
     for name in ("class Calibrator", "def add(self, x: object, *, stream", "def compute(",
-                 "def counts(self) -> numpy.typing.NDArray", "def add_many(", "class Result",
+                 "def counts(self, /) -> numpy.typing.NDArray", "def add_many(", "class Result",
                  "def from_state(data: bytes"):
         assert name in text, name
