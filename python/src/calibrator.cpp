@@ -324,7 +324,7 @@ nb::bytes state_bytes(const py_calibrator& c, const std::string& name) {
   return nb::bytes(bytes.data(), bytes.size());
 }
 
-std::vector<named_state> decode(nb::bytes data, const char* who) {
+std::vector<named_state> decode(const nb::bytes& data, const char* who) {
   std::string_view v(data.c_str(), data.size());
   nb::gil_scoped_release release;
   return formats::decode_states(v.data(), v.size(), who);
@@ -634,7 +634,7 @@ percentile in [0, 100]; curve=True also returns every candidate's score.)doc")
            "(docs/formats.md).")
       .def_static(
           "from_state",
-          [](nb::bytes data, const std::string& device, int threads, nb::handle name) {
+          [](const nb::bytes& data, const std::string& device, int threads, nb::handle name) {
             std::vector<named_state> states = decode(data, "klcal.Calibrator.from_state");
             std::size_t pick = 0;
             if (!name.is_none()) {
@@ -709,7 +709,7 @@ percentile in [0, 100]; curve=True also returns every candidate's score.)doc")
 
   m.def(
       "add_many",
-      [](const std::vector<py_calibrator*>& cals, nb::sequence tensors, bool range_pass,
+      [](const std::vector<py_calibrator*>& cals, const nb::sequence& tensors, bool range_pass,
          nb::handle stream) {
         if (nb::len(tensors) != cals.size())
           raise(errc::invalid_count, "klcal.add_many: " + std::to_string(cals.size()) +
@@ -754,7 +754,7 @@ add_range() instead of add(). A calibrator may appear more than once.)doc");
 
   m.def(
       "load_states",
-      [](nb::bytes data, const std::string& device, int threads) {
+      [](const nb::bytes& data, const std::string& device, int threads) {
         std::vector<named_state> states = decode(data, "klcal.load_states");
         const device_spec dev = parse_device(device);
         nb::list out;
