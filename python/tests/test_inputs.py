@@ -143,6 +143,22 @@ def test_tensor_released_while_in_use():
     assert c.counts.sum() == want
 
 
+def test_inputs_are_released():
+    """No reference to the producer is kept after add() returns, also when it raised."""
+    import sys
+
+    c = klcal.Calibrator(range="streaming")
+    x, bad = data(), np.zeros(8, np.int32)
+    before = (sys.getrefcount(x), sys.getrefcount(bad))
+    for _ in range(100):
+        c.add(x)
+        c.add(x[::2])
+        with pytest.raises(klcal.DtypeError):
+            c.add(bad)
+    klcal.add_many([c, c], [x, x])
+    assert (sys.getrefcount(x), sys.getrefcount(bad)) == before
+
+
 def test_used_dlpack_capsule():
     x = data()
     cap = x.__dlpack__()
