@@ -56,10 +56,10 @@ def main(out_dir: str) -> None:
     test = {"x": rng.standard_normal((64, 3, 8, 8)).astype(np.float32)}
     fp32 = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, test)[0]
     int8 = ort.InferenceSession(qdq, providers=["CPUExecutionProvider"]).run(None, test)[0]
-    err = float(np.abs(int8 - fp32).max() / np.abs(fp32).max())
+    err = float(np.linalg.norm(int8 - fp32) / np.linalg.norm(fp32))
     agree = float(np.mean(fp32.argmax(1) == int8.argmax(1)))
-    print(f"QDQ vs fp32: max error {err:.4f} of max |y|, top-1 agreement {agree:.3f}")
-    assert err < 0.05 and agree >= 0.9
+    print(f"QDQ vs fp32: relative L2 error {err:.4f}, top-1 agreement {agree:.3f}")
+    assert err < 0.1 and agree >= 0.9
 
 
 if __name__ == "__main__":

@@ -110,7 +110,7 @@ def _iterate(feeds: Any) -> Iterator[Mapping[str, Any]]:
 def _length(feeds: Any) -> int | None:
     try:
         return len(feeds)
-    except TypeError:
+    except Exception:  # no __len__, or one that raises (CalibrationDataReader's default)
         return None
 
 
@@ -375,7 +375,8 @@ class OnnxCalibrator:
             overrides = dict(opts.get("TensorQuantOverrides", {}))
             for n, r in self.results(method).items():
                 if n not in overrides and not r.degenerate:
-                    overrides[n] = [{"scale": np.float32(r.scale), "zero_point": np.int8(0)}]
+                    overrides[n] = [{"scale": np.array(r.scale, dtype=np.float32),
+                                     "zero_point": np.array(0, dtype=np.int8)}]
             opts["TensorQuantOverrides"] = overrides
         with tempfile.TemporaryDirectory(prefix="klcal-onnx-") as tmp:
             ranges = os.path.join(tmp, "ranges.json")

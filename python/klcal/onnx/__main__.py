@@ -213,14 +213,17 @@ def _main(args: argparse.Namespace) -> int:
         _check_output(path, flag, args.force, args.model)
     op_types = [t.strip() for t in args.op_types.split(",")] if args.op_types else None
 
+    if args.range == "streaming" and args.bins & (args.bins - 1):
+        raise _Usage(f"--range streaming needs a power-of-two --bins (got {args.bins}; try "
+                     f"{1 << args.bins.bit_length()})")
     try:
         cal = OnnxCalibrator(args.model, op_types=op_types, bins=args.bins, range=args.range)
+    except Error as e:
+        raise _Usage(str(e)) from e
     except FileNotFoundError as e:
         raise _IOError(str(e)) from e
     except ValueError as e:
         raise _IOError(f"{args.model}: {e}") from e
-    except Error as e:
-        raise _Usage(str(e)) from e
     inputs = cal.input_names
     files: list[tuple[str, str]] = []
     for spec in args.inputs:
@@ -238,10 +241,10 @@ def _main(args: argparse.Namespace) -> int:
             cal.write_json(args.json, methods, force=args.force, **options)
         if args.ort_ranges:
             cal.write_ort_ranges(args.ort_ranges, first, force=args.force, **options)
-    except (ValueError, TypeError, FileExistsError, FileNotFoundError, OSError) as e:
-        raise _IOError(str(e)) from e
     except Error as e:
         raise _Internal(str(e)) from e
+    except (ValueError, TypeError, FileExistsError, FileNotFoundError, OSError) as e:
+        raise _IOError(str(e)) from e
     if args.qdq:
         try:
             cal.quantize(args.qdq, first, force=args.force, per_channel=args.per_channel,
