@@ -80,6 +80,18 @@ class TensorReport:
     sources: Sequence[str] = field(default_factory=list)
 
 
+def with_context(err: Exception, what: str) -> Exception:
+    """The same exception type with ``what`` in front of its message, when the type allows it
+    (``klcal.Error`` subclasses keep their class, so callers can still catch them by kind)."""
+    try:
+        new = type(err)(f"{what}: {err}")
+        new.__dict__.update(err.__dict__)  # keeps attributes such as klcal.Error's status
+    except Exception:  # an exception type with another constructor: keep it as it is
+        return err
+    new.__cause__ = err
+    return new
+
+
 def scale_hex(scale: float) -> str:
     """Lowercase hex of the fp32 bit pattern of ``scale``, no padding (1/127 -> ``3c010204``)."""
     return format(struct.unpack("<I", struct.pack("<f", scale))[0], "x")

@@ -22,13 +22,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
-from . import _export
-from ._export import SearchOptions
-
-try:  # the core extension; imported lazily by klcal/__init__.py as well
-    from . import Calibrator, Error
-except ImportError:  # pragma: no cover - the package is always built with its extension
-    raise
+from . import Calibrator, Error, _export
+from ._export import with_context as _with_context
 
 __all__ = ["ModelCalibrator", "HistogramCalibrator", "calibrate", "DEFAULT_MODULE_TYPES"]
 
@@ -63,16 +58,6 @@ def _prepare(x: Any, what: str) -> torch.Tensor:
     if x.device.type == "cuda" and not x.is_contiguous():
         x = x.contiguous()
     return x
-
-
-def _with_context(err: Exception, what: str) -> Exception:
-    """The same exception type with ``what`` in front of its message, when the type allows it."""
-    try:
-        new = type(err)(f"{what}: {err}")
-    except Exception:  # an exception type with another constructor: keep it as it is
-        return err
-    new.__cause__ = err
-    return new
 
 
 class _Tensor:

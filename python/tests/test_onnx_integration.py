@@ -139,6 +139,29 @@ def test_streaming_from_a_one_shot_iterator_and_reader():
     assert set(c) == set(ACTIVATIONS)
 
 
+def test_memory_does_not_grow_with_the_number_of_batches():
+    import tracemalloc
+
+    model = make_model()
+
+    def peak(n):
+        def gen():  # batches made on demand: only the calibrator could keep them alive
+            rng = np.random.default_rng(1)
+            for _ in range(n):
+                yield {"x": rng.standard_normal((64, 3, 8, 8)).astype(np.float32)}
+        cal = ko.OnnxCalibrator(model, range="streaming")
+        tracemalloc.start()
+        cal.run(gen())
+        p = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return p
+
+    few, many = peak(2), peak(20)
+    # One batch's activations are about 64 * 4 * (3*64 + 4*8*64 + ...) bytes = 0.6 MB; buffering
+    # 20 batches would need 10x the memory of 2.
+    assert many < 1.5 * few, (few, many)
+
+
 def test_bad_feeds_give_clear_errors():
     model = make_model()
     cal = ko.OnnxCalibrator(model, range="streaming")

@@ -314,3 +314,38 @@ def test_modelopt_single_batch_same_edges_same_amax():
         a = c.compute(method=method).amax
         b = float(peer.compute_amax(method))
         assert a == pytest.approx(b, rel=1e-6), method
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and klcal.cuda_available()),
+                    reason="needs a CUDA device and klcal built with CUDA")
+def test_cuda_model_is_binned_on_its_device_like_the_cpu():
+    model, batches = _model_and_batches(n_batches=2)
+    cpu = kt.ModelCalibrator(model)
+    with torch.no_grad():
+        for _ in cpu.passes():
+            for x in batches:
+                model(x)
+    gpu_model = Net().cuda().eval()
+    gpu_model.load_state_dict(model.state_dict())
+    gpu = kt.ModelCalibrator(gpu_model)
+    seen = {}
+    hook = gpu_model.fc2.register_forward_pre_hook(lambda m, a: seen.__setitem__("fc2", a[0]))
+    with torch.no_grad():
+        for _ in gpu.passes():
+            for x in batches:
+                gpu_model(x.cuda())
+    hook.remove()
+    c = gpu.calibrators()["fc2"]
+    assert c.device.startswith("cuda")
+    ptr, copied = c._last_input()
+    assert not copied and ptr == seen["fc2"].data_ptr()
+    # GPU and CPU convolutions round differently, so compare the statistics' shape, and the
+    # histogram path exactly on the same tensors: a CUDA HistogramCalibrator vs a CPU one.
+    h_gpu, h_cpu = kt.HistogramCalibrator(), kt.HistogramCalibrator()
+    for x in batches:
+        h_gpu.collect(x.cuda())
+        h_cpu.collect(x)
+    assert h_gpu.calibrator.device.startswith("cuda")
+    assert torch.equal(h_gpu.histogram()[0], h_cpu.histogram()[0])
+    for m in ("entropy", "percentile", "mse", "max"):
+        assert h_gpu.compute_amax(m).item() == h_cpu.compute_amax(m).item()

@@ -25,8 +25,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from .. import Calibrator, Error
-from .. import _export
+from .. import Calibrator, Error, _export, add_many
+from .._export import with_context as _with_context
 
 __all__ = ["OnnxCalibrator", "activation_names", "calibrate"]
 
@@ -203,11 +203,10 @@ class OnnxCalibrator:
         """Runs one batch and adds every activation (to the range pass when ``range_pass``)."""
         outs = self._run(feed, self._batches)
         cals = [self._calibrators[n] for n in self.names]
-        for n, c, a in zip(self.names, cals, outs):
-            try:
-                (c.add_range if range_pass else c.add)(a)
-            except Error as e:
-                raise type(e)(f"tensor '{n}': {e}") from e
+        try:  # one call for every activation of the batch: all checked first, one GIL release
+            add_many(cals, outs, range_pass=range_pass)
+        except Error as e:
+            raise _with_context(e, f"batch {self._batches}") from e
         self._batches += 1
 
     def _pass(self, feeds: Any, range_pass: bool, progress: bool, label: str) -> int:
@@ -215,8 +214,12 @@ class OnnxCalibrator:
         total = _length(feeds)
         bar = None
         if progress:
-            from tqdm import tqdm
-            bar = tqdm(total=total, unit="batch", desc=label, disable=None)
+            try:
+                from tqdm import tqdm
+            except ImportError:  # the bar is optional: pip install tqdm
+                tqdm = None
+            if tqdm is not None:
+                bar = tqdm(total=total, unit="batch", desc=label, disable=None, leave=False)
         count = 0
         try:
             for feed in it:
