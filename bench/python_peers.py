@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -59,8 +58,6 @@ def _data(batches: int, batch: int):
 
 def _run_one(name: str, batches: int, batch: int, repeat: int) -> dict:
     """Runs in the child process: returns time, peak memory and the amax."""
-    import numpy as np
-
     data = _data(batches, batch)
     if name == "klcal":
         import klcal

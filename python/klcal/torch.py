@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -278,9 +278,12 @@ class ModelCalibrator:
     def json_text(self, methods: str | Sequence[str] = "entropy", **options: Any) -> str:
         """The ``klcal-calibration 1`` JSON document (docs/cli.md) of every module."""
         reports = self.reports(methods, **options)
-        devices = sorted({t.calibrator.device.split(":")[0] for t in self._seen().values()})
-        return _export.json_text(reports, device=",".join(d.replace("cuda", "gpu")
-                                                         for d in devices))
+        names = []
+        for d in sorted({t.calibrator.device for t in self._seen().values()}):
+            # As the klcal tool says it: "cpu", or "gpu (<device name>)".
+            names.append("cpu" if d == "cpu" else
+                         f"gpu ({torch.cuda.get_device_name(torch.device(d))})")
+        return _export.json_text(reports, device=", ".join(names))
 
     def write_json(self, path: str, methods: str | Sequence[str] = "entropy", *,
                    force: bool = False, **options: Any) -> None:

@@ -16,7 +16,6 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-import klcal  # noqa: E402
 import klcal.onnx as ko  # noqa: E402
 
 from cli_tools import klcal_cli, parse_cache  # noqa: E402
