@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import optional_module
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
 
@@ -14,7 +15,7 @@ EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
 @pytest.mark.parametrize("script,needs", [("torch_calibrate.py", "torch"),
                                           ("onnx_calibrate.py", "onnxruntime")])
 def test_example_runs(script, needs, tmp_path):
-    pytest.importorskip(needs)
+    optional_module(needs)
     r = subprocess.run([sys.executable, os.path.join(EXAMPLES, script), str(tmp_path)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -12,13 +12,13 @@ import sys
 import numpy as np
 import pytest
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+from conftest import optional_module, parse_cache
+
+onnx = optional_module("onnx")
+ort = optional_module("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 import klcal.onnx as ko  # noqa: E402
-
-from cli_tools import klcal_cli, parse_cache  # noqa: E402
 
 
 def make_model(path=None):
@@ -78,8 +78,8 @@ def test_activation_names_follow_onnxruntime_calibrator():
         assert set(ko.activation_names(model, op_types)) == theirs, op_types
 
 
-def test_collection_matches_cli_on_dumped_activations(tmp_path):
-    cli = klcal_cli()
+def test_collection_matches_cli_on_dumped_activations(klcal_cli, tmp_path):
+    cli = klcal_cli
     model_path = tmp_path / "net.onnx"
     model = make_model(model_path)
     data = feeds()

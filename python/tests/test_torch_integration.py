@@ -4,19 +4,18 @@ HistogramCalibrator drop-in against ModelOpt's on the same histogram."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+from conftest import optional_module, parse_cache
+
+torch = optional_module("torch")
 from torch import nn  # noqa: E402
 
 import klcal  # noqa: E402
 import klcal.torch as kt  # noqa: E402
-
-from cli_tools import klcal_cli, parse_cache  # noqa: E402
 
 METHODS = ["entropy", "percentile", "mse", "max"]
 
@@ -68,8 +67,8 @@ def _dump_inputs(model, batches, names, root):
     return dirs
 
 
-def test_model_calibrator_matches_cli_on_dumped_activations(tmp_path):
-    cli = klcal_cli()
+def test_model_calibrator_matches_cli_on_dumped_activations(klcal_cli, tmp_path):
+    cli = klcal_cli
     model, batches = _model_and_batches()
     cal = kt.ModelCalibrator(model)
     assert cal.names == ["conv1", "conv2", "fc1", "fc2"]
@@ -249,13 +248,7 @@ def test_histogram_calibrator_interface_and_exact_counts():
 
 
 def _modelopt_histogram_calibrator():
-    try:
-        from modelopt.torch.quantization.calib import HistogramCalibrator
-    except Exception as e:  # not installed, or it fails to import on this platform
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"nvidia-modelopt unavailable: {e}")
-    return HistogramCalibrator
+    return optional_module("modelopt.torch.quantization.calib").HistogramCalibrator
 
 
 @pytest.mark.parametrize("unsigned", [False, True])
