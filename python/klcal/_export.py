@@ -16,7 +16,7 @@ import os
 import struct
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, BinaryIO, Callable, Iterable, Mapping, Sequence
 
 __all__ = [
     "SearchOptions",
@@ -24,6 +24,8 @@ __all__ = [
     "scale_hex",
     "cache_text",
     "json_text",
+    "check_output",
+    "write_atomic",
     "write_text",
     "cache_algorithm",
 ]
@@ -193,14 +195,13 @@ def json_text(tensors: Sequence[TensorReport], device: str = "cpu") -> str:
     return "".join(out)
 
 
-def write_text(path: str | os.PathLike, text: str, force: bool = False,
-               protect: Sequence[str | os.PathLike] = ()) -> None:
-    """Writes ``text`` to ``path`` atomically.
+def check_output(path: str | os.PathLike, force: bool = False,
+                 protect: Sequence[str | os.PathLike] = ()) -> str:
+    """Checks that ``path`` may be written; returns it as a string.
 
-    Raises ``FileExistsError`` when ``path`` exists and ``force`` is false, and ``ValueError``
-    when ``path`` is one of the files in ``protect`` (the inputs of the run), whatever ``force``
-    says. The text goes to a temporary file in the target's directory, which is flushed and
-    renamed over ``path``: on any failure ``path`` is left as it was.
+    ``ValueError`` when it is one of the files in ``protect`` (the inputs of the run), whatever
+    ``force`` says; ``IsADirectoryError`` for a directory; ``FileExistsError`` when it exists and
+    ``force`` is false; ``FileNotFoundError`` when its directory does not exist.
     """
     path = os.fspath(path)
     for p in protect:
@@ -213,10 +214,20 @@ def write_text(path: str | os.PathLike, text: str, force: bool = False,
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"{path}: directory {directory} does not exist")
+    return path
+
+
+def write_atomic(path: str | os.PathLike, fill: Callable[[BinaryIO], None],
+                 force: bool = False, protect: Sequence[str | os.PathLike] = ()) -> None:
+    """Writes ``path`` atomically after :func:`check_output`: ``fill`` writes the bytes into a
+    temporary file in the target's directory, which is flushed and renamed over ``path``. On any
+    failure the temporary is removed and ``path`` is left as it was."""
+    path = check_output(path, force, protect)
+    directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".tmp.", dir=directory)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            fill(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
@@ -227,6 +238,13 @@ def write_text(path: str | os.PathLike, text: str, force: bool = False,
         except OSError:
             pass
         raise
+
+
+def write_text(path: str | os.PathLike, text: str, force: bool = False,
+               protect: Sequence[str | os.PathLike] = ()) -> None:
+    """Writes UTF-8 ``text`` to ``path`` with :func:`write_atomic`."""
+    data = text.encode("utf-8")
+    write_atomic(path, lambda f: f.write(data), force, protect)
 
 
 def _umask() -> int:

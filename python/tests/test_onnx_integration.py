@@ -217,7 +217,7 @@ def test_qdq_model_uses_klcal_scales_and_stays_close_to_fp32(tmp_path):
     assert np.mean(np.argmax(got, 1) == np.argmax(ref, 1)) >= 0.9
     with pytest.raises(FileExistsError):
         cal.quantize(out)
-    with pytest.raises(ValueError, match="input model"):
+    with pytest.raises(ValueError, match="an input of this run"):
         cal.quantize(model_path, force=True)
 
 
@@ -317,7 +317,7 @@ def test_command_line_errors(tmp_path):
          2, "power"),
         ((model_path, "--inputs", tmp_path / "good.npz", "--cache", existing), 3, "file exists"),
         ((model_path, "--inputs", tmp_path / "good.npz", "--qdq", model_path, "--force"), 3,
-         "is the input model"),
+         "is an input of this run"),
         ((model_path,), 2, "--inputs"),
     ]
     before = model_path.read_bytes()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import inspect
 import os
+import shutil
 import tempfile
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -366,11 +367,7 @@ class OnnxCalibrator:
         for k in ("calibration_data_reader", "calibration_cache_path", "calibrate_method"):
             if k in quantize_kwargs:
                 raise TypeError(f"quantize: '{k}' is set by klcal")
-        out = os.fspath(model_output)
-        if self.model_path and os.path.exists(out) and os.path.samefile(out, self.model_path):
-            raise ValueError(f"{out}: is the input model and is never overwritten")
-        if os.path.exists(out) and not force:
-            raise FileExistsError(f"{out}: file exists (pass force=True / --force to overwrite)")
+        out = _export.check_output(model_output, force, self._protect())
         opts = dict(extra_options or {})
         opts.setdefault("ActivationSymmetric", True)
         activation_type = quantize_kwargs.get("activation_type", QuantType.QInt8)
@@ -391,28 +388,12 @@ class OnnxCalibrator:
                             calibrate_method=CalibrationMethod.MinMax, extra_options=opts,
                             **quantize_kwargs)
             onnx.checker.check_model(staged)
-            _move_into_place(staged, out)
 
+            def copy_staged(f: Any) -> None:
+                with open(staged, "rb") as src:
+                    shutil.copyfileobj(src, f, 1 << 20)
 
-def _move_into_place(src: str, dst: str) -> None:
-    """Moves a finished file onto ``dst`` through a temporary in ``dst``'s directory (a rename
-    within one file system), so ``dst`` is never half-written."""
-    directory = os.path.dirname(os.path.abspath(dst))
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(dst) + ".tmp.", dir=directory)
-    os.close(fd)
-    try:
-        with open(src, "rb") as fin, open(tmp, "wb") as fout:
-            while chunk := fin.read(1 << 20):
-                fout.write(chunk)
-            fout.flush()
-            os.fsync(fout.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+            _export.write_atomic(out, copy_staged, force, self._protect())
 
 
 def calibrate(model: str | os.PathLike | onnx.ModelProto, feeds: Any, method: str = "entropy",

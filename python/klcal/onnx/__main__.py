@@ -139,17 +139,14 @@ class _Feeds:
 
 
 def _check_output(path: str | None, flag: str, force: bool, model: str) -> None:
+    from .. import _export
+
     if path is None:
         return
-    if os.path.exists(path) and os.path.exists(model) and os.path.samefile(path, model):
-        raise _IOError(f"{flag} {path}: is the input model and is never overwritten")
-    if os.path.isdir(path):
-        raise _IOError(f"{flag} {path}: is a directory")
-    if os.path.exists(path) and not force:
-        raise _IOError(f"{flag} {path}: file exists (use --force to overwrite)")
-    d = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(d):
-        raise _IOError(f"{flag} {path}: directory {d} does not exist")
+    try:
+        _export.check_output(path, force, protect=[model])
+    except (ValueError, OSError) as e:
+        raise _IOError(f"{flag} {e}") from e
 
 
 def _table(cal: Any, method: str, options: dict[str, Any]) -> None:
