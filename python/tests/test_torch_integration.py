@@ -247,6 +247,18 @@ def test_histogram_calibrator_interface_and_exact_counts():
     assert h.compute_amax("entropy") is None
 
 
+def test_counts_stay_exact_beyond_float32():
+    # 2^24 + 2 values in one bin and one elsewhere: a float32 counter cannot hold these counts
+    # (the peers' torch.histc histogram reads back 16777218 and a total of 16777220).
+    x = torch.full((2 ** 24 + 3,), 0.25)
+    x[0] = 1.0
+    h = kt.HistogramCalibrator()
+    h.collect(x)
+    counts, _ = h.histogram()
+    assert counts.sum().item() == 2 ** 24 + 3
+    assert counts.max().item() == 2 ** 24 + 2
+
+
 def _modelopt_histogram_calibrator():
     return optional_module("modelopt.torch.quantization.calib").HistogramCalibrator
 
