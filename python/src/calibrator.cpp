@@ -309,6 +309,9 @@ void merge(py_calibrator& c, const py_calibrator& other) {
   check_cuda(cudaEventRecord(other.gpu->event, other.gpu->last), "cudaEventRecord");
   check_cuda(cudaStreamWaitEvent(c.gpu->last, other.gpu->event, 0), "cudaStreamWaitEvent");
   c.gpu->cal.merge(other.gpu->cal, c.gpu->last);
+  // ... and the other's later work (which may change what the merge reads) after the merge.
+  check_cuda(cudaEventRecord(c.gpu->event, c.gpu->last), "cudaEventRecord");
+  check_cuda(cudaStreamWaitEvent(other.gpu->last, c.gpu->event, 0), "cudaStreamWaitEvent");
 #endif
 }
 

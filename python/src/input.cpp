@@ -197,7 +197,10 @@ input import_input(nb::handle x, const device_spec& target, nb::handle stream, c
   const int dev_type = a.device_type();
   const int dev_id = a.device_id();
   const bool on_cuda = dev_type == nb::device::cuda::value;
-  if (target.cuda ? !(on_cuda && dev_id == target.ordinal) : dev_type != nb::device::cpu::value)
+  // Pinned host memory (cuda_host) is host memory: a CPU calibrator reads it in place.
+  const bool on_host =
+      dev_type == nb::device::cpu::value || dev_type == nb::device::cuda_host::value;
+  if (target.cuda ? !(on_cuda && dev_id == target.ordinal) : !on_host)
     raise(errc::invalid_option,
           std::string(who) + ": tensor on " + device_name(dev_type, dev_id) + ", calibrator on " +
               target.str() +

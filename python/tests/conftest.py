@@ -2,7 +2,7 @@
 
 Optional producers (torch, JAX, CuPy) and the `klcal` command-line tool are skipped when
 missing, except under CI (the environment variable CI is set, as in .ci/run), where a missing
-tool or torch fails the test instead of hiding it. JAX and CuPy are never installed by CI and
+tool, torch or mypy fails the test instead of hiding it. JAX and CuPy are never installed by CI and
 stay optional everywhere.
 """
 
@@ -17,7 +17,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 # What .ci/run installs: missing under CI is a failure.
-CI_INSTALLS = {"torch", "cli", "onnx", "onnxruntime", "modelopt", "tqdm"}
+CI_INSTALLS = {"torch", "mypy", "cli", "onnx", "onnxruntime", "modelopt", "tqdm"}
 
 
 def _required(what):
