@@ -300,10 +300,8 @@ def test_same_amax_as_modelopt_on_the_same_histogram(unsigned):
 
 
 def test_modelopt_single_batch_same_edges_same_amax():
-    """With one batch whose largest value is a power of two minus half a bin, the peer's range
-    [0, max] and klcal's [0, 2^e) differ; with the peer given klcal's edges and histogram the
-    answers agree (above). Here the peer collects itself and klcal's answer is compared through
-    the peer's own histogram: the same search over the same counts."""
+    """The other way round: ModelOpt collects one batch itself (range [0, max]); its counts are
+    rebuilt in a fixed-range klcal calibrator over the same edges, and both searches agree."""
     Peer = _modelopt_histogram_calibrator()
     x = _data()[0]
     peer = Peer(num_bins=1024)
