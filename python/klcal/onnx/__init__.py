@@ -348,16 +348,18 @@ class OnnxCalibrator:
                            protect=self._protect())
 
     def quantize(self, model_output: str | os.PathLike, method: str = "entropy", *,
-                 exact_scales: bool = True, force: bool = False,
+                 exact_scales: bool = False, force: bool = False,
                  extra_options: Mapping[str, Any] | None = None, **quantize_kwargs: Any) -> None:
         """Writes a quantized model with ``onnxruntime.quantization.quantize_static`` whose
         activation ranges are klcal's.
 
         ``quantize_kwargs`` go to ``quantize_static`` (``quant_format`` QDQ, ``activation_type``
         and ``weight_type`` QInt8, ``per_channel``, ``op_types_to_quantize``, ...). Activations
-        are symmetric (``ActivationSymmetric``); with ``exact_scales`` and int8 activations each
-        tensor's scale is klcal's fp32 scale bit for bit (a ``TensorQuantOverrides`` entry with
-        zero point 0), not recomputed from the range.
+        are symmetric (``ActivationSymmetric``): onnxruntime's int8 scale from ``[-amax, amax]``
+        is klcal's fp32 scale bit for bit, except where onnxruntime gives a tensor its
+        neighbour's range (the input of a Relu or Clip takes the output's, so that the pair can
+        fuse). ``exact_scales=True`` keeps every tensor's own klcal scale instead (a
+        ``TensorQuantOverrides`` entry with zero point 0 for int8 activations).
         """
         from onnxruntime.quantization import CalibrationMethod, QuantType, quantize_static
 

@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--op-types", help="comma list of node types to calibrate and quantize "
                    "(default: every node, as quantize_static)")
     p.add_argument("--per-channel", action="store_true", help="per-channel weights in --qdq")
+    p.add_argument("--exact-scales", action="store_true",
+                   help="--qdq: every activation keeps its own klcal scale (by default "
+                   "onnxruntime gives a Relu's input its output's range)")
     p.add_argument("--batch", type=int, default=0, metavar="N",
                    help="split every input array into batches of N along its first axis")
     p.add_argument("--trt-version", default="8601")
@@ -244,8 +247,8 @@ def _main(args: argparse.Namespace) -> int:
         raise _IOError(str(e)) from e
     if args.qdq:
         try:
-            cal.quantize(args.qdq, first, force=args.force, per_channel=args.per_channel,
-                         op_types_to_quantize=op_types)
+            cal.quantize(args.qdq, first, force=args.force, exact_scales=args.exact_scales,
+                         per_channel=args.per_channel, op_types_to_quantize=op_types)
         except (FileExistsError, OSError) as e:
             raise _IOError(f"--qdq {args.qdq}: {e}") from e
         except Exception as e:  # onnxruntime.quantization raises many types
