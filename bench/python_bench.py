@@ -5,8 +5,10 @@
    bm_histogram/0/0/0/1/1 times, klcal::cpu::histogram_accumulate without statistics). Both
    sides are timed in CPU seconds of the calling thread (immune to other load on a shared
    machine). With --cpu-bench PATH the C++ number comes from that binary on the same machine.
-2. Overhead: wall-clock time per add() of a small contiguous tensor (NumPy; torch when
-   installed), i.e. import + checks + GIL release + binning of a few values.
+2. Overhead: time per add() of a small contiguous tensor (64 values; NumPy, and torch when
+   installed) in thread CPU time and wall-clock time: import, checks, GIL release, lock, and
+   the CPU backend's per-call work (zeroing and merging one private histogram of `bins`
+   counters); an empty tensor's add() is the binding's own cost.
 
 Usage: python3 bench/python_bench.py [--cpu-bench build/x/bench/cpu_bench] [--json out.json]
 """
@@ -44,26 +46,26 @@ def python_fixed_add_seconds(x, repeat):
     return best_thread_time(lambda: c.add(x), repeat)
 
 
-def cpp_add_seconds(cpu_bench):
-    """Per-iteration CPU time of bm_histogram (cpu, f32, abs 2048, |N(0,1)|, 1 thread)."""
+def cpp_add_seconds(cpu_bench, repeat):
+    """Per-iteration CPU time of bm_histogram (cpu, f32, abs 2048, |N(0,1)|, 1 thread): the
+    best of `repeat` repetitions, as on the Python side."""
     out = subprocess.run(
         [cpu_bench, "--benchmark_filter=^bm_histogram/0/0/0/1/1/", "--benchmark_format=json",
-         "--benchmark_repetitions=5", "--benchmark_report_aggregates_only=true"],
+         f"--benchmark_repetitions={repeat}"],
         check=True, capture_output=True, text=True).stdout
-    runs = json.loads(out)["benchmarks"]
-    # min over repetitions is not an aggregate Google Benchmark reports; the median is.
-    med = next(b for b in runs if b.get("aggregate_name") == "median")
-    unit = {"ms": 1e-3, "us": 1e-6, "ns": 1e-9, "s": 1.0}[med["time_unit"]]
-    return med["cpu_time"] * unit
+    runs = [b for b in json.loads(out)["benchmarks"] if b.get("run_type") == "iteration"]
+    unit = {"ms": 1e-3, "us": 1e-6, "ns": 1e-9, "s": 1.0}[runs[0]["time_unit"]]
+    return min(b["cpu_time"] for b in runs) * unit
 
 
 def per_call_us(add, x, calls):
+    """(thread CPU, wall-clock) microseconds per call."""
     for _ in range(1000):
         add(x)
-    t0 = time.perf_counter()
+    c0, w0 = time.thread_time(), time.perf_counter()
     for _ in range(calls):
         add(x)
-    return (time.perf_counter() - t0) / calls * 1e6
+    return ((time.thread_time() - c0) / calls * 1e6, (time.perf_counter() - w0) / calls * 1e6)
 
 
 def main():
@@ -84,29 +86,35 @@ def main():
     res["python_add_Gelem_per_s"] = args.n / py / 1e9
     res["python_fixed_add_s"] = python_fixed_add_seconds(x, args.repeat)
     if args.cpu_bench:
-        cpp = cpp_add_seconds(args.cpu_bench) * args.n / (1 << 24)
+        cpp = cpp_add_seconds(args.cpu_bench, args.repeat) * args.n / (1 << 24)
         res["cpp_add_s"] = cpp
         res["python_over_cpp"] = py / cpp
 
     small = np.abs(rng.standard_normal(args.small, dtype=np.float32))
+    for bins in (2048, 128):
+        c = klcal.Calibrator(bins=bins, range=(0.0, 8.0), threads=1)
+        cpu_us, wall_us = per_call_us(c.add, small, args.calls)
+        res[f"small_numpy_add_{bins}bins_cpu_us"] = cpu_us
+        res[f"small_numpy_add_{bins}bins_wall_us"] = wall_us
     c = klcal.Calibrator(bins=2048, range=(0.0, 8.0), threads=1)
-    res["small_numpy_add_us"] = per_call_us(c.add, small, args.calls)
+    # An empty tensor: the binding's own cost (import, checks, GIL release, lock), no binning.
+    res["empty_numpy_add_cpu_us"] = per_call_us(c.add, small[:0], args.calls)[0]
     try:
         import torch
 
-        t = torch.from_numpy(small)
-        res["small_torch_add_us"] = per_call_us(c.add, t, args.calls)
+        res["small_torch_add_2048bins_cpu_us"] = per_call_us(c.add, torch.from_numpy(small), args.calls)[0]
     except ImportError:
         pass
     cals = [klcal.Calibrator(bins=2048, range=(0.0, 8.0), threads=1) for _ in range(100)]
     xs = [small] * 100
-    t0 = time.perf_counter()
+    c0 = time.thread_time()
     for _ in range(args.calls // 100):
         klcal.add_many(cals, xs)
-    res["small_numpy_add_many_us_per_tensor"] = (time.perf_counter() - t0) / (args.calls // 100 * 100) * 1e6
+    res["small_numpy_add_many_2048bins_cpu_us_per_tensor"] = \
+        (time.thread_time() - c0) / (args.calls // 100 * 100) * 1e6
 
     for k, v in res.items():
-        print(f"{k:36s} {v:.4g}" if isinstance(v, float) else f"{k:36s} {v}")
+        print(f"{k:48s} {v:.4g}" if isinstance(v, float) else f"{k:48s} {v}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=1)

@@ -345,6 +345,7 @@ calibrator_state py_calibrator::state() const {
 }
 
 histogram_spec py_calibrator::spec() const {
+  std::lock_guard<std::mutex> lock(mutex);  // a streaming add() on another thread may grow it
   if (cpu) return cpu->spec();
 #if KLCAL_WITH_CUDA
   return gpu->cal.spec();
@@ -354,6 +355,7 @@ histogram_spec py_calibrator::spec() const {
 }
 
 range_policy py_calibrator::policy() const {
+  std::lock_guard<std::mutex> lock(mutex);
   if (cpu) return cpu->policy();
 #if KLCAL_WITH_CUDA
   return gpu->cal.policy();
