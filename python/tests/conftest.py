@@ -17,7 +17,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 # What .ci/run installs: missing under CI is a failure.
-CI_INSTALLS = {"torch", "mypy", "cli"}
+CI_INSTALLS = {"torch", "mypy", "cli", "onnx", "onnxruntime", "modelopt", "tqdm"}
 
 
 def _required(what):
@@ -31,7 +31,7 @@ def optional_module(name):
     except ImportError as e:
         if _required(name.split(".")[0]):
             pytest.fail(f"{name} is installed by .ci/run but cannot be imported: {e}")
-        pytest.skip(f"{name} not installed")
+        pytest.skip(f"{name} not installed", allow_module_level=True)
 
 
 @pytest.fixture(scope="session")
@@ -59,3 +59,15 @@ def klcal_ref():
     finally:
         sys.path.pop(0)
     return ref
+
+
+def parse_cache(text):
+    """`{tensor: hex}` of a TensorRT calibration cache (each line split on the last ': ')."""
+    lines = text.splitlines()
+    assert lines and lines[0].startswith("TRT-"), lines[:1]
+    out = {}
+    for line in lines[1:]:
+        name, _, value = line.rpartition(": ")
+        assert name not in out, name
+        out[name] = value
+    return out
