@@ -18,3 +18,11 @@ if(KLCAL_WITH_MPI)
   set_tests_properties(mpi_all_reduce_np4 PROPERTIES LABELS cpu TIMEOUT 300 ENVIRONMENT
     "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMPI_MCA_rmaps_base_oversubscribe=1")
 endif()
+
+if(KLCAL_WITH_NCCL)
+  add_executable(nccl_all_reduce_test nccl_all_reduce_test.cpp)
+  target_link_libraries(nccl_all_reduce_test PRIVATE klcal_nccl klcal_test_support)
+  target_compile_options(nccl_all_reduce_test PRIVATE ${KLCAL_WARNINGS})
+  gtest_discover_tests(nccl_all_reduce_test PROPERTIES LABELS gpu DISCOVERY_TIMEOUT 60)
+  add_dependencies(klcal_gpu_tests nccl_all_reduce_test)
+endif()
