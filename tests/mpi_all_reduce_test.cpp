@@ -100,11 +100,18 @@ std::vector<klcal::search_options> methods(bool signed_layout) {
   return m;
 }
 
+template <class U, class F>
+U bits_of(F f) {
+  static_assert(sizeof(U) == sizeof(F), "same size");
+  U u = 0;
+  std::memcpy(&u, &f, sizeof u);
+  return u;
+}
 bool same_bits(double a, double b) {
-  return std::memcmp(&a, &b, sizeof a) == 0;
+  return bits_of<std::uint64_t>(a) == bits_of<std::uint64_t>(b);
 }
 bool same_bits(float a, float b) {
-  return std::memcmp(&a, &b, sizeof a) == 0;
+  return bits_of<std::uint32_t>(a) == bits_of<std::uint32_t>(b);
 }
 
 /// Every field of the two calibrators and every search result, bit for bit.
