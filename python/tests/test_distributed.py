@@ -3,8 +3,11 @@ to one process over all the data, bit for bit; mismatches fail on every rank."""
 
 import os
 import socket
+import subprocess
+import sys
 import tempfile
 import unittest
+from pathlib import Path
 
 import numpy as np
 
@@ -135,6 +138,14 @@ class DistributedTest(unittest.TestCase):
             mp.spawn(_worker, args=(_free_port(), errfile), nprocs=RANKS, join=True)
             found = [open(os.path.join(d, f)).read() for f in sorted(os.listdir(d))]
             self.assertEqual(found, [], "\n".join(found))
+
+    def test_torchrun_example(self):
+        example = Path(__file__).resolve().parents[1] / "examples" / "torchrun_calibrate.py"
+        out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                              "--nproc_per_node=4", str(example)],
+                             capture_output=True, text=True, timeout=300, check=False)
+        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+        self.assertIn("all-reduced equals one process: yes", out.stdout)
 
     def test_not_initialized_is_a_clear_error(self):
         if dist.is_initialized():
