@@ -13,6 +13,9 @@ foreach(h ${KLCAL_PUBLIC_HEADERS} ${PROJECT_BINARY_DIR}/include/klcal/config.hpp
       continue()
     endif()
     list(TRANSFORM MPI_CXX_INCLUDE_DIRS PREPEND "-I" OUTPUT_VARIABLE engine_includes)
+    # What MPI::MPI_CXX gives its users, e.g. OMPI_SKIP_MPICXX (the C API only).
+    list(TRANSFORM MPI_CXX_COMPILE_DEFINITIONS PREPEND "-D" OUTPUT_VARIABLE mpi_defines)
+    list(APPEND engine_includes ${mpi_defines})
   elseif(hname STREQUAL "nccl")
     if(NOT KLCAL_WITH_NCCL)
       continue()
