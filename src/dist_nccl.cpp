@@ -77,28 +77,12 @@ collective host_collective(ncclComm_t comm, cudaStream_t stream) {
   return c;
 }
 
-/// Makes the communicator's device current for its lifetime (the staging buffers live there).
-class comm_device {
- public:
-  explicit comm_device(ncclComm_t comm) {
-    int device = 0;
-    check_nccl(ncclCommCuDevice(comm, &device), "ncclCommCuDevice");
-    check_cuda(cudaGetDevice(&previous_), "cudaGetDevice");
-    if (device != previous_) {
-      check_cuda(cudaSetDevice(device), "cudaSetDevice");
-      restore_ = true;
-    }
-  }
-  ~comm_device() {
-    if (restore_) (void)cudaSetDevice(previous_);
-  }
-  comm_device(const comm_device&) = delete;
-  comm_device& operator=(const comm_device&) = delete;
-
- private:
-  int previous_ = 0;
-  bool restore_ = false;
-};
+/// The device of `comm` (the staging buffers live there; it is made current for the call).
+int comm_device(ncclComm_t comm) {
+  int device = 0;
+  check_nccl(ncclCommCuDevice(comm, &device), "ncclCommCuDevice");
+  return device;
+}
 
 struct item {
   const std::string* name;
@@ -152,7 +136,7 @@ void copy_2d(void* dst, std::size_t dpitch, const void* src, std::size_t spitch,
 void all_reduce(std::map<std::string, calibrator>& calibrators, ncclComm_t comm,
                 cudaStream_t stream) {
   const std::string who = "klcal::nccl::all_reduce";
-  const comm_device guard(comm);
+  const detail::device_guard guard(comm_device(comm));
   const std::vector<item> items = items_of(calibrators);
   const collective host = host_collective(comm, stream);
   detail::agree(host,
@@ -244,7 +228,7 @@ void all_reduce(std::map<std::string, calibrator>& calibrators, ncclComm_t comm,
 void end_range_pass(std::map<std::string, calibrator>& calibrators, ncclComm_t comm,
                     cudaStream_t stream) {
   const std::string who = "klcal::nccl::end_range_pass";
-  const comm_device guard(comm);
+  const detail::device_guard guard(comm_device(comm));
   const std::vector<item> items = items_of(calibrators);
   std::string problem = local_problem(items, comm);
   for (std::size_t i = 0; i < items.size() && problem.empty(); ++i) {
