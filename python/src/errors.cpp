@@ -38,6 +38,7 @@ PyObject* class_for(const error& e) {
     case errc::out_of_memory: return classes.out_of_memory;
     case errc::io_error: return classes.file;
     case errc::format_error: return classes.format;
+    case errc::comm_error:  // a collective engine failed: not the caller's argument
     case errc::ok: return classes.base;
     default: return classes.invalid_argument;
   }
@@ -95,7 +96,8 @@ void register_errors(nb::module_& m) {
       .value("cuda_error", errc::cuda_error)
       .value("out_of_memory", errc::out_of_memory)
       .value("io_error", errc::io_error)
-      .value("format_error", errc::format_error);
+      .value("format_error", errc::format_error)
+      .value("comm_error", errc::comm_error);
 
   classes.base = make_class(
       m, "Error",
