@@ -364,6 +364,22 @@ TEST(mpi_all_reduce, end_range_pass_needs_two_pass_calibrators_on_every_rank) {
   EXPECT_NE(msg.find("end_range_pass() needs a two_pass calibrator"), std::string::npos) << msg;
 }
 
+TEST(mpi_all_reduce, an_mpi_error_is_a_comm_error) {
+  // With an error handler that returns, MPI's error code becomes klcal::error(errc::comm_error).
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  std::map<std::string, calibrator> m;
+  m.emplace("a", calibrator::streaming(256, 1));
+  try {
+    klcal::mpi::all_reduce(m, MPI_COMM_NULL);
+    ADD_FAILURE() << "no error";
+  } catch (const klcal::error& e) {
+    EXPECT_EQ(e.code().code, klcal::errc::comm_error) << e.what();
+    EXPECT_NE(std::string(e.what()).find("klcal::mpi: MPI_Allreduce: "), std::string::npos)
+        << e.what();
+  }
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_ARE_FATAL);
+}
+
 TEST(mpi_all_reduce, three_all_reduces_for_three_hundred_tensors) {
   std::map<std::string, calibrator> m;
   std::vector<float> x(64, 0.25f * static_cast<float>(rank_of(MPI_COMM_WORLD) + 1));
