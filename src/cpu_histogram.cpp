@@ -297,7 +297,10 @@ status accumulate(const void* h_in, dtype t, std::int64_t n, const histogram_spe
     bp.lo = spec->lo;
     bp.top = static_cast<float>(nbins - 1);
     bp.dummy = static_cast<std::uint32_t>(nbins);
-    bp.subs = nbins <= policy::max_bins_for_sub_histograms ? policy::sub_histograms : 1;
+    bp.subs = nbins <= policy::max_bins_for_sub_histograms &&
+                      n >= policy::min_elements_per_bin_for_sub_histograms * nbins
+                  ? policy::sub_histograms
+                  : 1;
     // +1 for the NaN/Inf counter, rounded up to a cache line of counters.
     bp.stride = (std::size_t(nbins) + 1 + 15) / 16 * 16;
   }

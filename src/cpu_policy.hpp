@@ -18,6 +18,11 @@ inline constexpr int sub_histograms = 4;
 /// the cache misses cost more than the dependency chains they break.
 inline constexpr std::int32_t max_bins_for_sub_histograms = 16384;
 
+/// Fewer elements than this many times the bin count use one sub-histogram whatever the bin
+/// count: zeroing and merging four copies of every bin would cost more than binning so few
+/// values (a small tensor per call, e.g. one add() of 64 values into 2048 bins from Python).
+inline constexpr std::int64_t min_elements_per_bin_for_sub_histograms = 4;
+
 /// 32-bit private counters are flushed into 64-bit totals after at most this many elements, so a
 /// counter (which grows by at most one per element) can never overflow.
 inline constexpr std::int64_t flush_elements = std::int64_t{1} << 30;

@@ -3,17 +3,19 @@
 The compiled core lives in ``klcal._klcal``; everything is re-exported here. See docs/python.md.
 """
 
-from ._klcal import (
-    Calibrator,
+from ._errors import (
     CudaError,
     DeviceError,
     DtypeError,
-    Errc,
     Error,
     FileError,
     FormatError,
     InvalidArgumentError,
     OutOfMemoryError,
+)
+from ._klcal import (
+    Calibrator,
+    Errc,
     Result,
     Stats,
     __version__,

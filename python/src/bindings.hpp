@@ -43,8 +43,8 @@ class python_error : public error {
   error_kind kind_;
 };
 
-/// Creates klcal.Error and its subclasses in module `m` and registers the translator of
-/// klcal::error (and python_error) into them.
+/// Binds klcal.Errc, loads klcal.Error and its subclasses (klcal/_errors.py) and registers the
+/// translator of klcal::error (and python_error) into them.
 void register_errors(nb::module_& m);
 
 /// Throws python_error(s, what, kind).

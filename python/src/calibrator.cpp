@@ -309,6 +309,9 @@ void merge(py_calibrator& c, const py_calibrator& other) {
   check_cuda(cudaEventRecord(other.gpu->event, other.gpu->last), "cudaEventRecord");
   check_cuda(cudaStreamWaitEvent(c.gpu->last, other.gpu->event, 0), "cudaStreamWaitEvent");
   c.gpu->cal.merge(other.gpu->cal, c.gpu->last);
+  // ... and the other's later work (which may change what the merge reads) after the merge.
+  check_cuda(cudaEventRecord(c.gpu->event, c.gpu->last), "cudaEventRecord");
+  check_cuda(cudaStreamWaitEvent(other.gpu->last, c.gpu->event, 0), "cudaStreamWaitEvent");
 #endif
 }
 
@@ -513,6 +516,8 @@ void register_calibrator(nb::module_& m) {
           "Empty, all-zero, or every candidate infinite.")
       .def_prop_ro(
           "curve", [](const py_result& r) { return r.curve; },
+          nb::for_getter(
+              nb::sig("def curve(self, /) -> numpy.typing.NDArray[numpy.float64] | None")),
           "The KL or MSE of every candidate (float64 array) when compute(curve=True), "
           "else None.")
       .def("__repr__", [](const py_result& r) {
@@ -554,7 +559,7 @@ Args:
           [](py_calibrator& c, nb::handle x, nb::handle stream) {
             add(c, x, stream, add_kind::bins);
           },
-          nb::arg("x"), nb::kw_only(), nb::arg("stream") = nb::none(),
+          nb::arg("x").none(), nb::kw_only(), nb::arg("stream") = nb::none(),
           nb::sig("def add(self, x: object, *, stream: object | None = None) -> None"),
           R"doc(Bins every element of x (NaN and +-Inf are counted, not binned).
 
@@ -574,7 +579,7 @@ CUDA kernel.)doc")
           [](py_calibrator& c, nb::handle x, nb::handle stream) {
             add(c, x, stream, add_kind::range_pass);
           },
-          nb::arg("x"), nb::kw_only(), nb::arg("stream") = nb::none(),
+          nb::arg("x").none(), nb::kw_only(), nb::arg("stream") = nb::none(),
           nb::sig("def add_range(self, x: object, *, stream: object | None = None) -> None"),
           "First pass of range='two-pass': statistics only. Same inputs as add().")
       .def(
@@ -611,6 +616,7 @@ percentile in [0, 100]; curve=True also returns every candidate's score.)doc")
             }
             return to_numpy(std::move(c.state().counts));
           },
+          nb::for_getter(nb::sig("def counts(self, /) -> numpy.typing.NDArray[numpy.uint64]")),
           "A copy of the counts (numpy.uint64 array of `bins` entries).")
       .def_prop_ro(
           "stats", [](const py_calibrator& c) { return c.state().stats; },
@@ -724,7 +730,8 @@ percentile in [0, 100]; curve=True also returns every candidate's score.)doc")
       },
       nb::arg("calibrators"), nb::arg("tensors"), nb::kw_only(), nb::arg("range_pass") = false,
       nb::arg("stream") = nb::none(),
-      nb::sig("def add_many(calibrators: Sequence[Calibrator], tensors: Sequence[object], *, "
+      nb::sig("def add_many(calibrators: collections.abc.Sequence[Calibrator], tensors: "
+              "collections.abc.Sequence[object], *, "
               "range_pass: bool = False, stream: object | None = None) -> None"),
       R"doc(Adds tensors[i] to calibrators[i] for every i in one call: every input is checked
 before any is binned, and the GIL is released once for the whole batch. range_pass=True calls
@@ -744,9 +751,9 @@ add_range() instead of add(). A calibrator may appear more than once.)doc");
         return nb::bytes(bytes.data(), bytes.size());
       },
       nb::arg("items"),
-      nb::sig("def save_states(items: Sequence[tuple[str, Calibrator]]) -> bytes"),
-      "Encodes named calibrators as one klcal state file (docs/formats.md); see "
-      "klcal.encode_states for a dict.");
+      nb::sig("def save_states(items: collections.abc.Sequence[tuple[str, Calibrator]]) -> bytes"),
+      "Encodes (name, calibrator) pairs, e.g. list(d.items()) of a dict, as one klcal state file "
+      "(docs/formats.md); names must be distinct and non-empty.");
 
   m.def(
       "load_states",

@@ -1,4 +1,8 @@
 // klcal.Error and its subclasses: the library's status and a message in Python terms.
+#include <nanobind/stl/string.h>
+
+#include <exception>
+#include <new>
 #include <string>
 
 #include "bindings.hpp"
@@ -20,12 +24,9 @@ struct error_classes {
 // Created once at import; the module holds the references for the life of the interpreter.
 error_classes classes;
 
-PyObject* make_class(nb::module_& m, const char* name, const char* doc, PyObject* bases) {
-  const std::string qualified = std::string("klcal.") + name;
-  PyObject* cls = PyErr_NewExceptionWithDoc(qualified.c_str(), doc, bases, nullptr);
-  if (cls == nullptr) throw nb::python_error();
-  m.attr(name) = nb::handle(cls);
-  return cls;
+PyObject* load_class(const nb::module_& errors, const char* name) {
+  nb::object cls = errors.attr(name);
+  return cls.release().ptr();  // kept for the life of the interpreter
 }
 
 PyObject* class_for(const error& e) {
@@ -62,11 +63,13 @@ std::string python_terms(std::string what) {
 
 void set_python_error(const error& e) {
   PyObject* cls = class_for(e);
-  nb::object instance = nb::steal(PyObject_CallFunction(cls, "s", python_terms(e.what()).c_str()));
-  if (!instance.is_valid()) return;  // the constructor's own exception stays set
-  instance.attr("status") = nb::cast(e.code().code);
-  instance.attr("cuda_error") = e.code().cuda;
-  PyErr_SetObject(cls, instance.ptr());
+  try {
+    nb::object instance =
+        nb::handle(cls)(python_terms(e.what()), nb::cast(e.code().code), e.code().cuda);
+    PyErr_SetObject(cls, instance.ptr());
+  } catch (nb::python_error& pe) {
+    pe.restore();  // the constructor's own exception
+  }
 }
 
 }  // namespace
@@ -99,38 +102,16 @@ void register_errors(nb::module_& m) {
       .value("format_error", errc::format_error)
       .value("comm_error", errc::comm_error);
 
-  classes.base = make_class(
-      m, "Error",
-      "Base of every klcal error. `status` is the library's klcal.Errc, `cuda_error` the "
-      "cudaError_t number of a failed CUDA call (0 otherwise).",
-      PyExc_Exception);
-  auto pair = [](PyObject* a, PyObject* b) {
-    nb::tuple t = nb::make_tuple(nb::handle(a), nb::handle(b));
-    return t;
-  };
-  classes.invalid_argument =
-      make_class(m, "InvalidArgumentError",
-                 "An argument or option outside its documented domain (also a ValueError).",
-                 pair(classes.base, PyExc_ValueError).ptr());
-  classes.device = make_class(
-      m, "DeviceError",
-      "A device that does not exist or was not built, or a tensor on another device than the "
-      "calibrator.",
-      classes.invalid_argument);
-  classes.dtype = make_class(m, "DtypeError",
-                             "An element type klcal does not bin (also a TypeError); klcal "
-                             "takes float32, float16 and bfloat16.",
-                             pair(classes.base, PyExc_TypeError).ptr());
-  classes.cuda = make_class(m, "CudaError", "The CUDA runtime failed.", classes.base);
-  classes.out_of_memory =
-      make_class(m, "OutOfMemoryError", "A host or device allocation failed (also a MemoryError).",
-                 pair(classes.base, PyExc_MemoryError).ptr());
-  classes.file =
-      make_class(m, "FileError", "A file could not be opened, read or written (also an OSError).",
-                 pair(classes.base, PyExc_OSError).ptr());
-  classes.format =
-      make_class(m, "FormatError", "Bytes that do not follow their format (also a ValueError).",
-                 pair(classes.base, PyExc_ValueError).ptr());
+  // The classes are plain Python (klcal/_errors.py), so type checkers and docs see them.
+  const nb::module_ errors = nb::module_::import_("klcal._errors");
+  classes.base = load_class(errors, "Error");
+  classes.invalid_argument = load_class(errors, "InvalidArgumentError");
+  classes.device = load_class(errors, "DeviceError");
+  classes.dtype = load_class(errors, "DtypeError");
+  classes.cuda = load_class(errors, "CudaError");
+  classes.out_of_memory = load_class(errors, "OutOfMemoryError");
+  classes.file = load_class(errors, "FileError");
+  classes.format = load_class(errors, "FormatError");
 
   nb::register_exception_translator([](const std::exception_ptr& p, void*) {
     try {

@@ -82,6 +82,19 @@ void gather(const unsigned char* base, std::size_t elem, std::int32_t ndim,
   }
 }
 
+// nanobind's import, without conversions. Some exporters make it throw rather than fail (NumPy
+// arrays of ml_dtypes float8 export a buffer without a usable format): both mean "not a tensor".
+bool try_import(nb::handle h, nb::ndarray<nb::ro>& out) {
+  bool ok = false;
+  try {
+    ok = nb::try_cast(h, out, false);
+  } catch (const std::exception&) {
+    ok = false;
+  }
+  if (!ok) PyErr_Clear();  // a failed buffer-protocol probe may leave an exception set
+  return ok;
+}
+
 #if KLCAL_WITH_CUDA
 std::intptr_t stream_handle(nb::handle s) {
   if (nb::isinstance<nb::int_>(s)) return nb::cast<std::intptr_t>(s);
@@ -162,18 +175,22 @@ input import_input(nb::handle x, const device_spec& target, nb::handle stream, c
 #else
   (void)stream;
 #endif
-  if (!nb::try_cast(source, in.owner, false)) {
+  if (!try_import(source, in.owner)) {
     nb::object view = numpy_bfloat16_view(source);
-    if (view.is_valid() && nb::try_cast(view, in.owner, false)) {
+    if (view.is_valid() && try_import(view, in.owner)) {
       bf16_view = true;
     } else {
-      const std::string type_name =
+      // Name what was passed: the dtype of an array-like (e.g. float8_e4m3fn), else its type.
+      std::string what =
           nb::str(nb::handle(reinterpret_cast<PyObject*>(Py_TYPE(x.ptr()))).attr("__name__"))
               .c_str();
+      if (!x.is_none() && nb::hasattr(x, "dtype"))
+        what = std::string(nb::steal<nb::str>(PyObject_Str(x.attr("dtype").ptr())).c_str()) + " " +
+               what;
       raise(errc::invalid_dtype,
-            std::string(who) + ": cannot read a " + type_name +
-                " as a tensor (pass a NumPy array or a DLPack producer such as a torch.Tensor, "
-                "CuPy or JAX array, of float32, float16 or bfloat16)");
+            std::string(who) + ": cannot read a " + what +
+                " as a tensor: klcal bins float32, float16 and bfloat16 values from NumPy arrays "
+                "or DLPack producers (torch.Tensor, CuPy, JAX arrays)");
     }
   }
   const nb::ndarray<nb::ro>& a = in.owner;
