@@ -78,13 +78,15 @@ def all_reduce(calibrators, group=None) -> None:
     place across the ranks of ``group`` (default: the world). Collective: every rank calls it
     with the same names, range policies, bins, layouts and fixed ranges; a rank with no data
     passes empty calibrators. Three all-reduces in all."""
+    items = _items(calibrators)
     max_u64, sum_u64 = _reducers(group)
-    _klcal._all_reduce(_items(calibrators), max_u64, sum_u64)
+    _klcal._all_reduce(items, max_u64, sum_u64)
 
 
 def end_range_pass(calibrators, group=None) -> None:
     """Ends the first pass of two-pass calibrators on every rank with the range of all ranks'
     data (MAX of max |x|), so that every rank bins into the same range. Statistics stay local
     until all_reduce() merges them."""
+    items = _items(calibrators)
     max_u64, sum_u64 = _reducers(group)
-    _klcal._all_reduce(_items(calibrators), max_u64, sum_u64, end_range_pass=True)
+    _klcal._all_reduce(items, max_u64, sum_u64, end_range_pass=True)

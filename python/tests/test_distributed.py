@@ -6,17 +6,17 @@ import socket
 import subprocess
 import sys
 import tempfile
-import unittest
 from pathlib import Path
 
 import numpy as np
+import pytest
+from conftest import optional_module
 
 try:
-    import torch
     import torch.distributed as dist
     import torch.multiprocessing as mp
-except ImportError:  # pragma: no cover - CI installs torch (python/requirements-test.txt)
-    torch = None
+except ImportError:  # the tests that need torch skip (fail under CI) through optional_module
+    dist = mp = None
 
 import klcal
 import klcal.distributed
@@ -130,33 +130,33 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@unittest.skipIf(torch is None, "torch is not installed")
-class DistributedTest(unittest.TestCase):
-    def test_four_gloo_ranks_equal_one_process(self):
-        with tempfile.TemporaryDirectory() as d:
-            errfile = os.path.join(d, "failures")
-            mp.spawn(_worker, args=(_free_port(), errfile), nprocs=RANKS, join=True)
-            found = [open(os.path.join(d, f)).read() for f in sorted(os.listdir(d))]
-            self.assertEqual(found, [], "\n".join(found))
-
-    def test_torchrun_example(self):
-        example = Path(__file__).resolve().parents[1] / "examples" / "torchrun_calibrate.py"
-        out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                              "--nproc_per_node=4", str(example)],
-                             capture_output=True, text=True, timeout=300, check=False)
-        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
-        self.assertIn("all-reduced equals one process: yes", out.stdout)
-
-    def test_not_initialized_is_a_clear_error(self):
-        if dist.is_initialized():
-            self.skipTest("a process group is already initialized")
-        with self.assertRaisesRegex(RuntimeError, "not initialized"):
-            klcal.distributed.all_reduce({"a": klcal.Calibrator()})
-
-    def test_bad_items_are_type_errors(self):
-        with self.assertRaises(TypeError):
-            klcal.distributed._items([("a", 3)])
+def test_four_gloo_ranks_equal_one_process():
+    optional_module("torch")
+    with tempfile.TemporaryDirectory() as d:
+        errfile = os.path.join(d, "failures")
+        mp.spawn(_worker, args=(_free_port(), errfile), nprocs=RANKS, join=True)
+        found = [open(os.path.join(d, f)).read() for f in sorted(os.listdir(d))]
+        assert found == [], "\n".join(found)
 
 
-if __name__ == "__main__":
-    unittest.main()
+def test_torchrun_example():
+    optional_module("torch")
+    example = Path(__file__).resolve().parents[1] / "examples" / "torchrun_calibrate.py"
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc_per_node=4", str(example)],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "all-reduced equals one process: yes" in out.stdout
+
+
+def test_not_initialized_is_a_clear_error():
+    optional_module("torch")
+    if dist.is_initialized():
+        pytest.skip("a process group is already initialized")
+    with pytest.raises(RuntimeError, match="not initialized"):
+        klcal.distributed.all_reduce({"a": klcal.Calibrator()})
+
+
+def test_bad_items_are_type_errors():
+    with pytest.raises(TypeError):
+        klcal.distributed.all_reduce([("a", 3)])
