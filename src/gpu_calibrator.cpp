@@ -16,6 +16,8 @@ namespace {
 
 const std::string who = "klcal::calibrator";
 
+using detail::device_guard;
+
 using detail::check;
 using detail::fail;
 
@@ -23,26 +25,6 @@ void check_cuda(cudaError_t e, const char* what) {
   if (e != cudaSuccess)
     throw error(detail::from_cuda(e), who + ": " + what + ": " + detail::cuda_error_text(e));
 }
-
-/// Makes `device` current for its lifetime and restores the previous one (no-op when equal).
-class device_guard {
- public:
-  explicit device_guard(int device) noexcept {
-    if (cudaGetDevice(&previous_) == cudaSuccess && previous_ != device &&
-        cudaSetDevice(device) == cudaSuccess) {
-      restore_ = true;
-    }
-  }
-  ~device_guard() {
-    if (restore_) (void)cudaSetDevice(previous_);
-  }
-  device_guard(const device_guard&) = delete;
-  device_guard& operator=(const device_guard&) = delete;
-
- private:
-  int previous_ = 0;
-  bool restore_ = false;
-};
 
 calibrator_state empty_state(const detail::range_state& r) {
   calibrator_state s;

@@ -27,6 +27,7 @@ const char* to_string(errc code) noexcept {
     case errc::out_of_memory: return "out_of_memory";
     case errc::io_error: return "io_error";
     case errc::format_error: return "format_error";
+    case errc::comm_error: return "comm_error";
   }
   return "unknown_error";
 }

@@ -46,6 +46,7 @@ TEST(status, names_are_the_documented_ones) {
       {errc::out_of_memory, "out_of_memory"},
       {errc::io_error, "io_error"},
       {errc::format_error, "format_error"},
+      {errc::comm_error, "comm_error"},
   };
   for (const auto& [code, name] : names) {
     EXPECT_EQ(std::string(klcal::to_string(code)), name);

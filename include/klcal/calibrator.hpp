@@ -17,6 +17,10 @@
 
 namespace klcal {
 
+namespace detail {
+struct gpu_calibrator_access;
+}  // namespace detail
+
 /// Where a GPU calibrator gets its device memory (counts, statistics, scratch). Plain function
 /// pointers, so this header needs no CUDA type beyond cudaStream_t. Both hooks are
 /// stream-ordered like cudaMallocAsync / cudaFreeAsync: memory from allocate(bytes, stream) may
@@ -121,6 +125,7 @@ class calibrator {
   const tensor_stats* device_stats() const noexcept { return d_stats_; }
 
  private:
+  friend struct detail::gpu_calibrator_access;  // in-tree distributed reductions (klcal::nccl)
   calibrator(const calibrator_state& s, cudaStream_t stream, const device_allocator& alloc);
   void release() noexcept;
   void* allocate(std::size_t bytes, cudaStream_t stream);

@@ -8,6 +8,10 @@
 #include "klcal/state.hpp"
 #include "klcal/types.hpp"
 
+namespace klcal::detail {
+struct cpu_calibrator_access;
+}  // namespace klcal::detail
+
 namespace klcal::cpu {
 
 /// Collects the histogram and exact statistics of one tensor in host memory and searches its
@@ -66,6 +70,7 @@ class calibrator {
   const calibrator_state& state() const noexcept { return state_; }
 
  private:
+  friend struct detail::cpu_calibrator_access;  // in-tree distributed reductions
   calibrator(calibrator_state s, int threads) : state_(std::move(s)), threads_(threads) {}
 
   calibrator_state state_;

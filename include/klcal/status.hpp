@@ -28,6 +28,7 @@ enum class errc : int {
   out_of_memory,          ///< a host or device allocation failed (owning layers only)
   io_error,               ///< a file could not be opened, read or written
   format_error,           ///< a file's contents do not follow its format
+  comm_error,             ///< a collective engine (MPI, NCCL, torch.distributed) failed
 };
 
 /// Result of a klcal call: a klcal::errc plus, for errc::cuda_error, the cudaError_t value

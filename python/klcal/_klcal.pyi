@@ -52,6 +52,8 @@ class Errc(enum.Enum):
 
     format_error = 19
 
+    comm_error = 20
+
 class Stats:
     """Exact statistics of every value added (numerics.md 1.4)."""
 

@@ -137,6 +137,12 @@ struct py_calibrator {
 /// Binds klcal.Calibrator, klcal.Result, klcal.Stats, add_many and the state-file functions.
 void register_calibrator(nb::module_& m);
 
+/// Replaces everything `c` knows by `s` (a valid state), on c's device, keeping its threads.
+void replace_state(py_calibrator& c, calibrator_state s);
+
+/// Binds the engine-neutral all-reduce that klcal.distributed drives (distributed.cpp).
+void register_distributed(nb::module_& m);
+
 /// Parses method/rules/zero_bin names into search options, raising klcal.InvalidArgumentError.
 search_options make_search_options(const std::string& method, const std::string& rules,
                                    double percentile, int bits, bool is_unsigned, int start_bin,

@@ -332,6 +332,11 @@ std::vector<named_state> decode(nb::bytes data, const char* who) {
 
 }  // namespace
 
+void replace_state(py_calibrator& c, calibrator_state s) {
+  std::lock_guard<std::mutex> lock(c.mutex);
+  make_backend(c, std::move(s), range_arg{}, 0, layout::abs);
+}
+
 // ---- py_calibrator ----------------------------------------------------------------------------
 
 calibrator_state py_calibrator::state() const {

@@ -39,6 +39,7 @@ PyObject* class_for(const error& e) {
     case errc::out_of_memory: return classes.out_of_memory;
     case errc::io_error: return classes.file;
     case errc::format_error: return classes.format;
+    case errc::comm_error:  // a collective engine failed: not the caller's argument
     case errc::ok: return classes.base;
     default: return classes.invalid_argument;
   }
@@ -98,7 +99,8 @@ void register_errors(nb::module_& m) {
       .value("cuda_error", errc::cuda_error)
       .value("out_of_memory", errc::out_of_memory)
       .value("io_error", errc::io_error)
-      .value("format_error", errc::format_error);
+      .value("format_error", errc::format_error)
+      .value("comm_error", errc::comm_error);
 
   // The classes are plain Python (klcal/_errors.py), so type checkers and docs see them.
   const nb::module_ errors = nb::module_::import_("klcal._errors");

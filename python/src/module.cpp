@@ -11,6 +11,7 @@ NB_MODULE(_klcal, m) {
   m.doc() = "klcal: exact, deterministic INT8 calibration (the compiled part; see klcal).";
   register_errors(m);
   register_calibrator(m);
+  register_distributed(m);
   m.attr("built_with_cuda") = static_cast<bool>(KLCAL_WITH_CUDA);
   m.attr("__version__") = std::to_string(KLCAL_VERSION / 10000) + "." +
                           std::to_string(KLCAL_VERSION / 100 % 100) + "." +

@@ -1,4 +1,5 @@
-// The one mapping from cudaError_t to klcal::status, and the launch-check macros (CUDA side only).
+// The one mapping from cudaError_t to klcal::status, the launch-check macros and the device guard
+// (CUDA side only).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -29,6 +30,26 @@ inline std::string describe(status s) {
   if (s.cuda != 0) out += " (" + cuda_error_text(s.cuda) + ")";
   return out;
 }
+
+/// Makes `device` current for its lifetime and restores the previous one (no-op when equal).
+class device_guard {
+ public:
+  explicit device_guard(int device) noexcept {
+    if (cudaGetDevice(&previous_) == cudaSuccess && previous_ != device &&
+        cudaSetDevice(device) == cudaSuccess) {
+      restore_ = true;
+    }
+  }
+  ~device_guard() {
+    if (restore_) (void)cudaSetDevice(previous_);
+  }
+  device_guard(const device_guard&) = delete;
+  device_guard& operator=(const device_guard&) = delete;
+
+ private:
+  int previous_ = 0;
+  bool restore_ = false;
+};
 
 }  // namespace klcal::detail
 
