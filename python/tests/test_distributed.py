@@ -139,14 +139,21 @@ def test_four_gloo_ranks_equal_one_process():
         assert found == [], "\n".join(found)
 
 
-def test_torchrun_example():
+def test_torchrun_example(tmp_path):
     optional_module("torch")
     example = Path(__file__).resolve().parents[1] / "examples" / "torchrun_calibrate.py"
+    cache = tmp_path / "model.cache"
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                          "--nproc_per_node=4", str(example)],
+                          "--nproc_per_node=4", str(example), str(cache)],
                          capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "all-reduced equals one process: yes" in out.stdout
+    assert out.stdout.count("layer ") == 3  # printed by rank 0 only
+    # written once, by rank 0: the header and one line per Linear layer
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.cache"]
+    lines = cache.read_text().splitlines()
+    assert lines[0] == "TRT-8601-EntropyCalibration2" and [x.split(":")[0] for x in lines[1:]] == [
+        "0", "2", "4"]
 
 
 def test_not_initialized_is_a_clear_error():
