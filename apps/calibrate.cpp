@@ -12,6 +12,7 @@
 
 #include "args.hpp"
 #include "cli.hpp"
+#include "klcal/state_file.hpp"
 #include "report.hpp"
 
 namespace klcal::cli {
@@ -39,58 +40,21 @@ in several inputs = several calibration batches of one tensor.
   --json FILE        Q/DQ parameters, statistics and quality figures
   --csv FILE         one row per tensor and method
   --curves DIR       per-tensor histogram and score curves as CSV (for python_ref/plot.py)
+  --save-histograms F  also save every tensor's histogram, range and statistics in a state
+                     file (for klcal search, merge, inspect)
   --force            overwrite existing output files
   --quiet, -q        no progress bar, no table
+
+Exit status 0, or 3 when some tensor failed (the others are still in the outputs).
 )";
 
 bool is_pow2(std::int64_t v) {
   return v > 0 && (v & (v - 1)) == 0;
 }
 
-void merge_stats(tensor_stats& a, const tensor_stats& b) {
-  a.finite_count += b.finite_count;
-  a.nan_count += b.nan_count;
-  a.inf_count += b.inf_count;
-  a.max_abs = std::max(a.max_abs, b.max_abs);
-  a.min = std::min(a.min, b.min);
-  a.max = std::max(a.max, b.max);
-}
+}  // namespace
 
-std::string sanitize(const std::string& n) {
-  std::string s;
-  for (char c : n) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '-' || c == '_';
-    s += ok ? c : '_';
-  }
-  return s.empty() || s[0] == '.' ? "_" + s : s;
-}
-
-// Threshold of curve candidate k (docs/numerics.md 5.2), fp64.
-double candidate_threshold(const histogram_spec& spec, const search_options& o, std::int64_t k) {
-  double w = double(spec.hi - spec.lo) / spec.bins;
-  if (o.meth == method::entropy && o.rules == rule_set::mxnet) {
-    std::int64_t i = ((std::int64_t{1} << o.bits) - 1) / 2 + k;
-    return (double(i) + 0.5) * w;
-  }
-  std::int64_t i = o.start_bin + k * o.stride;
-  return o.meth == method::mse ? (double(i) + 0.5) * w : double(i) * w;
-}
-
-/// The search options of method m under the run's settings (rules apply to entropy only).
-search_options options_for(const calibrate_settings& s, method m) {
-  search_options o;
-  o.meth = m;
-  o.rules = m == method::entropy ? s.rules : rule_set::tensorrt;
-  o.start_bin = s.start_bin;
-  o.stride = s.stride;
-  o.bits = s.bits;
-  o.is_unsigned = s.is_unsigned;
-  o.percentile = s.percentile;
-  return o;
-}
-
-void validate_settings(calibrate_settings& s) {
+void validate_search_settings(calibrate_settings& s) {
   if (s.methods.empty()) s.methods.push_back(method::entropy);
   {
     std::vector<method> uniq;
@@ -98,12 +62,6 @@ void validate_settings(calibrate_settings& s) {
       if (std::find(uniq.begin(), uniq.end(), m) == uniq.end()) uniq.push_back(m);
     }
     s.methods = uniq;
-  }
-  const bool mx = s.rules == rule_set::mxnet;
-  if (s.bins < 0) s.bins = mx ? 8001 : 2048;
-  if (s.bins < 2 || s.bins > max_bins) {
-    throw usage_error("--bins " + std::to_string(s.bins) + ": must be between 2 and " +
-                      std::to_string(max_bins));
   }
   if (s.bits < 2 || s.bits > 16) {
     throw usage_error("--bits " + std::to_string(s.bits) + ": must be between 2 and 16");
@@ -119,6 +77,21 @@ void validate_settings(calibrate_settings& s) {
       s.trt_version.find_first_not_of("0123456789") != std::string::npos) {
     throw usage_error("--trt-version '" + s.trt_version +
                       "': expected 4 digits (TensorRT <= 8, e.g. 8601) or 6 (e.g. 100900)");
+  }
+  if (s.rules_given && s.rules == rule_set::mxnet && s.is_unsigned) {
+    throw usage_error("--unsigned is not available with --rules mxnet");
+  }
+}
+
+namespace {
+
+void validate_settings(calibrate_settings& s) {
+  validate_search_settings(s);
+  const bool mx = s.rules == rule_set::mxnet;
+  if (s.bins < 0) s.bins = mx ? 8001 : 2048;
+  if (s.bins < 2 || s.bins > max_bins) {
+    throw usage_error("--bins " + std::to_string(s.bins) + ": must be between 2 and " +
+                      std::to_string(max_bins));
   }
   if (mx) {
     if (s.bins % 2 == 0) {
@@ -150,75 +123,78 @@ void validate_settings(calibrate_settings& s) {
   // Backstop: the library's own validation of every (spec, options) pair.
   histogram_spec probe{mx ? layout::signed_ : layout::abs, s.bins, mx ? -1.0f : 0.0f, 1.0f};
   for (auto m : s.methods) {
-    const search_options o = options_for(s, m);
+    const search_options o = options_for(s, m, s.rules);
     if (status st = validate(probe, o); !st.ok()) {
-      throw usage_error(std::string("invalid options for method ") + method_name(m) + ": " +
-                        to_string(st));
+      throw usage_error(explain_options(st, probe, o));
     }
   }
 }
 
-void check_output(const std::string& path, bool force, const std::string& opt) {
-  if (path.empty()) return;
-  struct stat st {};
-  if (::stat(path.c_str(), &st) == 0) {
-    if (S_ISDIR(st.st_mode)) throw error(errc::io_error, opt + " " + path + ": is a directory");
-    if (!force) {
-      throw error(errc::io_error, opt + " " + path + ": file exists (use --force to overwrite)");
+/// Streams every batch of one tensor through the collector: two passes (statistics, then
+/// bins) or one (streaming). Returns the tensor's state.
+calibrator_state collect(state_collector& coll, const calibrate_settings& s,
+                         const tensor_group& grp, progress_bar& bar) {
+  const bool mx = s.rules == rule_set::mxnet;
+  coll.begin(s.streaming ? range_policy::streaming : range_policy::two_pass, s.bins,
+             mx ? layout::signed_ : layout::abs);
+  formats::chunk c;
+  auto pass = [&](bool first) {
+    for (const auto& src : grp.sources) {
+      auto r = src.open();
+      while (r.next(c)) {
+        if (first)
+          coll.add_range(c);
+        else
+          coll.add(c);
+        bar.add(std::uint64_t(c.n) * r.header().itemsize(), grp.name);
+      }
     }
+  };
+  if (s.streaming) {
+    pass(false);
+    return coll.finish();
   }
-  auto slash = path.find_last_of('/');
-  std::string dir = slash == std::string::npos ? "." : path.substr(0, slash == 0 ? 1 : slash);
-  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-    throw error(errc::io_error, opt + " " + path + ": directory " + dir + " does not exist");
+  pass(true);
+  try {
+    coll.end_range_pass();
+  } catch (const error& e) {
+    if (e.code().code != errc::invalid_range) throw;
+    const float m = coll.finish().stats.max_abs;
+    throw error(e.code(), "max |x| = " + fmt_g(m, 9) + ": " +
+                              (mx ? "the signed histogram of --rules mxnet spans [-max|x|, "
+                                    "max|x|), whose width overflows fp32; --rules tensorrt "
+                                    "(abs histogram over [0, max|x|)) can calibrate it"
+                                  : "no valid histogram range"));
   }
-  if (::access(dir.c_str(), W_OK) != 0) {
-    throw error(errc::io_error, opt + " " + path + ": directory " + dir + " is not writable");
-  }
+  bar.start_pass(2);
+  pass(false);
+  return coll.finish();
 }
 
 }  // namespace
+
+int report_failures(const std::string& cmd, std::size_t failed, std::size_t total) {
+  if (failed == 0) return exit_ok;
+  std::cerr << "klcal " << cmd << ": error: " << failed << " of " << total
+            << " tensors failed (messages above); the outputs hold the other " << total - failed
+            << "\n";
+  return exit_input;
+}
 
 int calibrate(calibrate_settings s) {
   validate_settings(s);
   check_output(s.cache_path, s.force, "--cache");
   check_output(s.json_path, s.force, "--json");
   check_output(s.csv_path, s.force, "--csv");
+  check_output(s.save_path, s.force, "--save-histograms");
   if (s.inputs.empty()) throw usage_error("calibrate: no INPUT given (see klcal calibrate --help)");
   std::vector<tensor_group> groups = collect_inputs(s.inputs);
   if (groups.empty()) throw error(errc::io_error, "no tensors found in the inputs");
 
   // Curve files are named after tensors, so they can be checked only once the names are known.
-  std::vector<std::string> hist_files(groups.size());
-  std::vector<std::vector<std::string>> curve_files(groups.size());
-  if (!s.curves_dir.empty()) {
-    struct stat st {};
-    if (::stat(s.curves_dir.c_str(), &st) == 0) {
-      if (!S_ISDIR(st.st_mode)) {
-        throw error(errc::io_error, "--curves " + s.curves_dir + ": not a directory");
-      }
-    } else if (::mkdir(s.curves_dir.c_str(), 0777) != 0) {
-      throw error(errc::io_error, "--curves " + s.curves_dir +
-                                      ": cannot create directory: " + std::strerror(errno));
-    }
-    std::set<std::string> used;
-    for (std::size_t g = 0; g < groups.size(); ++g) {
-      std::string base = sanitize(groups[g].name);
-      std::string stem = base;
-      for (int k = 2; used.count(stem); ++k) stem = base + "~" + std::to_string(k);
-      used.insert(stem);
-      hist_files[g] = stem + ".histogram.csv";
-      check_output(s.curves_dir + "/" + hist_files[g], s.force, "--curves");
-      for (auto m : s.methods) {
-        std::string f;
-        if (m == method::entropy || m == method::mse) {
-          f = stem + "." + method_name(m) + ".csv";
-          check_output(s.curves_dir + "/" + f, s.force, "--curves");
-        }
-        curve_files[g].push_back(f);
-      }
-    }
-  }
+  std::vector<tensor_result> planned(groups.size());
+  for (std::size_t g = 0; g < groups.size(); ++g) planned[g].name = groups[g].name;
+  plan_curve_files(s, planned);
 
   // Open every source once before any work: headers are checked and sizes known up front.
   std::uint64_t total_bytes = 0;
@@ -230,120 +206,113 @@ int calibrate(calibrate_settings s) {
       total_bytes += std::uint64_t(r.header().count) * r.header().itemsize();
     }
   }
-  std::unique_ptr<backend> be = make_backend(s.device, s.threads);
-  const bool show_progress = !s.quiet && ::isatty(2);
-  progress_bar bar(show_progress, total_bytes * (s.streaming ? 1 : 2));
+  std::unique_ptr<state_collector> coll = make_collector(s.device, s.threads);
+  progress_bar bar(!s.quiet && ::isatty(2), total_bytes, s.streaming ? 1 : 2);
 
   std::vector<search_options> opts;
-  for (auto m : s.methods) opts.push_back(options_for(s, m));
+  for (auto m : s.methods) opts.push_back(options_for(s, m, s.rules));
 
   std::vector<tensor_result> out;
+  std::vector<named_state> saved;
+  std::size_t failed = 0, tried = 0;
   const bool want_curves = !s.curves_dir.empty();
   for (std::size_t g = 0; g < groups.size(); ++g) {
     const auto& grp = groups[g];
     if (elements[g] == 0) {
+      bar.finish();
       warn("tensor '" + grp.name + "' is empty (0 elements), skipped");
       continue;
     }
+    ++tried;
     tensor_result t;
-    t.name = grp.name;
-    t.elements = elements[g];
-    for (const auto& src : grp.sources) t.sources.push_back(src.display());
-    formats::chunk c;
-    if (s.streaming) {
-      std::int32_t e = -64;
-      histogram_spec spec{layout::abs, s.bins, 0.0f, std::ldexp(1.0f, -64)};
-      be->begin(spec);
-      for (const auto& src : grp.sources) {
-        auto r = src.open();
-        while (r.next(c)) {
-          tensor_stats cs;
-          be->stats(c, &cs);
-          merge_stats(t.stats, cs);
-          std::int32_t need = e;
-          while (need < 127 && cs.max_abs >= std::ldexp(1.0f, need)) ++need;
-          if (need > e) {
-            be->fold(need - e);
-            e = need;
-          }
-          be->histogram(c, true);
-          bar.add(std::uint64_t(c.n) * r.header().itemsize(), grp.name);
-        }
+    try {
+      calibrator_state st = collect(*coll, s, grp, bar);
+      bar.next_tensor();
+      t = search_state(grp.name, st, opts, want_curves, s.threads);
+      if (!s.save_path.empty()) saved.push_back({grp.name, std::move(st)});
+    } catch (const error& e) {
+      // Data-dependent failures (a range no histogram can hold) fail this tensor only; reading
+      // and device errors end the run.
+      const errc c = e.code().code;
+      if (c == errc::io_error || c == errc::format_error || c == errc::cuda_error ||
+          c == errc::out_of_memory) {
+        throw;
       }
-      spec.hi = std::ldexp(1.0f, e);
-      t.spec = spec;
-    } else {
-      for (const auto& src : grp.sources) {
-        auto r = src.open();
-        while (r.next(c)) {
-          be->stats(c, &t.stats);
-          bar.add(std::uint64_t(c.n) * r.header().itemsize(), grp.name);
-        }
-      }
-      t.spec = two_pass_spec(t.stats.max_abs, s.bins, s.rules == rule_set::mxnet);
-      if (status st = validate(t.spec); !st.ok()) {
-        throw error(st, "tensor '" + grp.name + "': max |x| = " + fmt_g(t.spec.hi, 9) +
-                            " gives an invalid histogram range [" + fmt_g(t.spec.lo, 9) + ", " +
-                            fmt_g(t.spec.hi, 9) + "): " + to_string(st));
-      }
-      be->begin(t.spec);
-      for (const auto& src : grp.sources) {
-        auto r = src.open();
-        while (r.next(c)) {
-          be->histogram(c, false);
-          bar.add(std::uint64_t(c.n) * r.header().itemsize(), grp.name);
-        }
-      }
+      bar.next_tensor();
+      bar.finish();
+      std::cerr << "klcal calibrate: error: tensor '" << grp.name << "': " << e.what() << "\n";
+      ++failed;
+      continue;
     }
     if (t.stats.finite_count == 0) {
       bar.finish();
       warn("tensor '" + grp.name + "' has no finite values (" + std::to_string(t.stats.nan_count) +
            " NaN, " + std::to_string(t.stats.inf_count) + " Inf): degenerate result, scale 0");
     }
-    t.opts = opts;
-    be->search(t.spec, t.stats.max_abs, opts, want_curves, t.results, t.curves);
-    if (want_curves) {
-      t.counts = be->counts();
-      t.hist_file = hist_files[g];
-      t.curve_files = curve_files[g];
-    }
+    t.elements = elements[g];
+    for (const auto& src : grp.sources) t.sources.push_back(src.display());
+    t.hist_file = planned[g].hist_file;
+    t.curve_files = planned[g].curve_files;
     out.push_back(std::move(t));
   }
   bar.finish();
-  if (out.empty()) throw error(errc::io_error, "every tensor in the inputs is empty");
+  if (tried == 0) throw error(errc::io_error, "every tensor in the inputs is empty");
+  if (out.empty()) {
+    std::cerr << "klcal calibrate: error: every tensor failed; no output written\n";
+    return exit_input;
+  }
+  write_outputs(s, coll->name(), out);
+  if (!s.save_path.empty()) formats::write_state_file(s.save_path, saved);
+  return report_failures("calibrate", failed, tried);
+}
 
-  if (!s.quiet) print_results(s, out);
-  if (!s.cache_path.empty()) {
-    formats::calibration_cache cache;
-    cache.version = s.trt_version;
-    cache.algorithm = s.methods[0] == method::entropy ? "EntropyCalibration2" : "MinMaxCalibration";
-    for (const auto& t : out) cache.entries.push_back({t.name, t.results[0].scale});
-    formats::write_file(s.cache_path, formats::format_cache(cache));
-  }
-  if (!s.json_path.empty()) formats::write_file(s.json_path, write_json(s, be->name(), out));
-  if (!s.csv_path.empty()) formats::write_file(s.csv_path, write_csv(out));
-  if (want_curves) {
-    for (const auto& t : out) {
-      std::ostringstream h;
-      h << "bin,lo_edge,count\n";
-      double w = double(t.spec.hi - t.spec.lo) / t.spec.bins;
-      for (std::size_t j = 0; j < t.counts.size(); ++j) {
-        h << j << "," << g17(double(t.spec.lo) + double(j) * w) << "," << t.counts[j] << "\n";
-      }
-      formats::write_file(s.curves_dir + "/" + t.hist_file, h.str());
-      for (std::size_t k = 0; k < t.opts.size(); ++k) {
-        if (t.curve_files[k].empty()) continue;
-        std::ostringstream cv;
-        cv << "candidate,threshold,score\n";
-        for (std::size_t i = 0; i < t.curves[k].size(); ++i) {
-          cv << i << "," << g17(candidate_threshold(t.spec, t.opts[k], std::int64_t(i))) << ","
-             << g17(t.curves[k][i]) << "\n";
-        }
-        formats::write_file(s.curves_dir + "/" + t.curve_files[k], cv.str());
-      }
+bool parse_search_option(arg_walker& w, const std::string& a, calibrate_settings& s) {
+  if (a == "--method") {
+    std::string v = w.value(a);
+    std::stringstream ss(v);
+    std::string item;
+    bool any = false;
+    while (std::getline(ss, item, ',')) {
+      any = true;
+      s.methods.push_back(parse_method_option(a, item));
     }
+    if (!any) throw usage_error("--method '': expected entropy, max, percentile or mse");
+  } else if (a == "--rules") {
+    s.rules = parse_rules_option(a, w.value(a));
+    s.rules_given = true;
+  } else if (a == "--start-bin") {
+    s.start_bin = static_cast<std::int32_t>(parse_int(a, w.value(a), 1, max_bins));
+  } else if (a == "--stride") {
+    s.stride = static_cast<std::int32_t>(parse_int(a, w.value(a), 1, max_bins));
+  } else if (a == "--bits") {
+    s.bits = static_cast<std::int32_t>(parse_int(a, w.value(a), 2, 16));
+  } else if (a == "--unsigned") {
+    w.no_value(a);
+    s.is_unsigned = true;
+  } else if (a == "--percentile") {
+    s.percentile = parse_double(a, w.value(a), 0.0, 100.0);
+  } else if (a == "--threads") {
+    s.threads = static_cast<int>(parse_int(a, w.value(a), 0, 4096));
+  } else if (a == "--cache") {
+    s.cache_path = w.value(a);
+  } else if (a == "--json") {
+    s.json_path = w.value(a);
+  } else if (a == "--csv") {
+    s.csv_path = w.value(a);
+  } else if (a == "--curves") {
+    s.curves_dir = w.value(a);
+  } else if (a == "--trt-version") {
+    s.trt_version = w.value(a);
+  } else if (a == "--force") {
+    w.no_value(a);
+    s.force = true;
+  } else if (a == "--quiet" || a == "-q") {
+    w.no_value(a);
+    s.quiet = true;
+  } else {
+    return false;
   }
-  return exit_ok;
+  return true;
 }
 
 int run_calibrate(const std::vector<std::string>& args) {
@@ -354,18 +323,8 @@ int run_calibrate(const std::vector<std::string>& args) {
     if (a == "--help" || a == "-h") {
       std::cout << k_calibrate_help;
       return exit_ok;
-    } else if (a == "--method") {
-      std::string v = w.value(a);
-      std::stringstream ss(v);
-      std::string item;
-      bool any = false;
-      while (std::getline(ss, item, ',')) {
-        any = true;
-        s.methods.push_back(parse_method_option(a, item));
-      }
-      if (!any) throw usage_error("--method '': expected entropy, max, percentile or mse");
-    } else if (a == "--rules") {
-      s.rules = parse_rules_option(a, w.value(a));
+    } else if (parse_search_option(w, a, s)) {
+      continue;
     } else if (a == "--range") {
       std::string v = w.value(a);
       if (v == "two-pass" || v == "two_pass")
@@ -376,40 +335,13 @@ int run_calibrate(const std::vector<std::string>& args) {
         throw usage_error("--range '" + v + "': expected two-pass or streaming");
     } else if (a == "--bins") {
       s.bins = static_cast<std::int32_t>(parse_int(a, w.value(a), 2, max_bins));
-    } else if (a == "--start-bin") {
-      s.start_bin = static_cast<std::int32_t>(parse_int(a, w.value(a), 1, max_bins));
-    } else if (a == "--stride") {
-      s.stride = static_cast<std::int32_t>(parse_int(a, w.value(a), 1, max_bins));
-    } else if (a == "--bits") {
-      s.bits = static_cast<std::int32_t>(parse_int(a, w.value(a), 2, 16));
-    } else if (a == "--unsigned") {
-      w.no_value(a);
-      s.is_unsigned = true;
-    } else if (a == "--percentile") {
-      s.percentile = parse_double(a, w.value(a), 0.0, 100.0);
-    } else if (a == "--threads") {
-      s.threads = static_cast<int>(parse_int(a, w.value(a), 0, 4096));
     } else if (a == "--device") {
       s.device = w.value(a);
       if (s.device != "auto" && s.device != "gpu" && s.device != "cpu") {
         throw usage_error("--device '" + s.device + "': expected auto, gpu or cpu");
       }
-    } else if (a == "--cache") {
-      s.cache_path = w.value(a);
-    } else if (a == "--json") {
-      s.json_path = w.value(a);
-    } else if (a == "--csv") {
-      s.csv_path = w.value(a);
-    } else if (a == "--curves") {
-      s.curves_dir = w.value(a);
-    } else if (a == "--trt-version") {
-      s.trt_version = w.value(a);
-    } else if (a == "--force") {
-      w.no_value(a);
-      s.force = true;
-    } else if (a == "--quiet" || a == "-q") {
-      w.no_value(a);
-      s.quiet = true;
+    } else if (a == "--save-histograms") {
+      s.save_path = w.value(a);
     } else if (a.size() > 1 && a[0] == '-') {
       throw usage_error("unknown option '" + a + "' (see klcal calibrate --help)");
     } else {

@@ -1,4 +1,4 @@
-// Shared declarations of the klcal command-line tool: options, inputs, backends, subcommands.
+// Shared declarations of the klcal command-line tool: options, inputs, collectors, subcommands.
 #pragma once
 
 #include <cstdint>
@@ -10,6 +10,7 @@
 
 #include "klcal/config.hpp"
 #include "klcal/formats.hpp"
+#include "klcal/state.hpp"
 #include "klcal/types.hpp"
 
 namespace klcal::cli {
@@ -54,52 +55,47 @@ struct tensor_group {
 /// extensions and directories without tensors.
 std::vector<tensor_group> collect_inputs(const std::vector<std::string>& inputs);
 
-// ---- backends -------------------------------------------------------------------------------
+// ---- state collection ---------------------------------------------------------------------------
 
-enum class device_kind { cpu, gpu };
-
-/// Where histograms and searches run. Methods throw klcal::error on failure.
-class backend {
+/// Feeds the chunks of one tensor at a time to a klcal::cpu::calibrator or a klcal::calibrator
+/// (GPU) and hands back its state. The tool owns no range policy, merge or device buffer of its
+/// own: the calibrators do all of that. Methods throw klcal::error.
+class state_collector {
  public:
-  virtual ~backend() = default;
+  virtual ~state_collector() = default;
+  /// "cpu" or "gpu (<device name>)", for the JSON settings.
   virtual std::string name() const = 0;
-  /// Accumulates statistics of a chunk into *stats.
-  virtual void stats(const formats::chunk& c, tensor_stats* stats) = 0;
-  /// Zeroes the counts and sets the spec for following histogram() calls.
-  virtual void begin(const histogram_spec& spec) = 0;
-  /// Adds a chunk to the counts. `same_as_last_stats`: the chunk is the one just passed to
-  /// stats() (a GPU backend then reuses its device copy).
-  virtual void histogram(const formats::chunk& c, bool same_as_last_stats) = 0;
-  /// Streaming range policy: doubles hi `doublings` times.
-  virtual void fold(std::int32_t doublings) = 0;
-  /// Current counts (copied to the host).
-  virtual std::vector<std::uint64_t> counts() = 0;
-  /// Searches the current counts with each options set; curves[k] is filled when want_curves.
-  virtual void search(const histogram_spec& spec, float max_abs,
-                      const std::vector<search_options>& opts, bool want_curves,
-                      std::vector<search_result>& results,
-                      std::vector<std::vector<double>>& curves) = 0;
+  /// Starts a tensor with an empty two-pass (`kind` layout) or streaming calibrator of `bins`.
+  virtual void begin(range_policy policy, std::int32_t bins, layout kind) = 0;
+  /// First pass of the two-pass policy: statistics only.
+  virtual void add_range(const formats::chunk& c) = 0;
+  /// Ends the first pass; throws when the data's range gives no valid histogram.
+  virtual void end_range_pass() = 0;
+  /// Bins a chunk (second pass of two-pass; the only pass of streaming).
+  virtual void add(const formats::chunk& c) = 0;
+  /// Waits for the queued work and returns the tensor's state.
+  virtual calibrator_state finish() = 0;
 };
 
-/// Picks the backend: "cpu", "gpu" (error without a device), "auto" (GPU when
-/// cudaGetDeviceCount finds one, else CPU).
-std::unique_ptr<backend> make_backend(const std::string& device, int threads);
-std::unique_ptr<backend> make_cpu_backend(int threads);
+/// Picks where histograms are collected: "cpu", "gpu" (error without a device), "auto" (GPU
+/// when cudaGetDeviceCount finds one, else CPU).
+std::unique_ptr<state_collector> make_collector(const std::string& device, int threads);
+std::unique_ptr<state_collector> make_cpu_collector(int threads);
 #if KLCAL_WITH_CUDA
 /// nullptr when no device is present (reason in *why).
-std::unique_ptr<backend> make_gpu_backend(std::string* why);
+std::unique_ptr<state_collector> make_gpu_collector(std::string* why);
 #endif
 
 // ---- helpers ----------------------------------------------------------------------------------
 
 const char* method_name(method m);
 const char* rules_name(rule_set r);
-/// The two-pass histogram range of docs/numerics.md 1.5: hi = max(max_abs, 2^-64), the floor
-/// keeping all-zero data and subnormal maxima valid (finite fp32 bin scale); [-hi, hi) in the
-/// signed (mxnet) layout, [0, hi) in the abs layout. The spec is not validated here.
-histogram_spec two_pass_spec(float max_abs, std::int32_t bins, bool signed_layout);
+const char* range_name(range_policy p);
 /// Prints a number compactly for tables (%.6g; "inf", "nan").
 std::string fmt_g(double v, int digits = 6);
+/// Refuses an output path before any work: a directory, an existing file without --force, a
+/// missing or read-only directory (klcal::error errc::io_error naming `opt` and the path).
+void check_output(const std::string& path, bool force, const std::string& opt);
 /// True when the path exists (file, directory or anything else).
 bool path_exists(const std::string& p);
 /// Prints rows as a table: first column left-aligned, the others right-aligned.
@@ -112,13 +108,16 @@ int run_inspect(const std::vector<std::string>& args);
 int run_check(const std::vector<std::string>& args);
 int run_demo(const std::vector<std::string>& args);
 int run_bench_histogram(const std::vector<std::string>& args);
+int run_search(const std::vector<std::string>& args);
+int run_merge(const std::vector<std::string>& args);
 
 /// Settings of one calibration run (parsed from the command line; demo fills it directly).
 struct calibrate_settings {
   std::vector<std::string> inputs;
   std::vector<method> methods;  ///< first one goes into the cache
   rule_set rules = rule_set::tensorrt;
-  std::int32_t bins = -1;  ///< -1: 2048, or 8001 for mxnet
+  bool rules_given = false;  ///< --rules was given (search: else taken from the saved layout)
+  std::int32_t bins = -1;    ///< -1: 2048, or 8001 for mxnet
   std::int32_t start_bin = 128;
   std::int32_t stride = 1;
   std::int32_t bits = 8;
@@ -128,6 +127,7 @@ struct calibrate_settings {
   int threads = 0;
   std::string device = "auto";
   std::string cache_path, json_path, csv_path, curves_dir;
+  std::string save_path;  ///< --save-histograms: the state file of every calibrated tensor
   std::string trt_version = "8601";
   bool force = false;
   bool quiet = false;
@@ -135,5 +135,20 @@ struct calibrate_settings {
 
 /// Runs a calibration (validation of settings and outputs first, then the work).
 int calibrate(calibrate_settings s);
+
+/// Checks and completes the settings `calibrate` and `search` share (methods deduplicated,
+/// entropy by default; --bits, --percentile, --stride, --start-bin, --trt-version): usage_error.
+void validate_search_settings(calibrate_settings& s);
+
+class arg_walker;
+/// Parses option `a` if it is one of the search and output options that `calibrate` and
+/// `search` share (--method, --rules, --start-bin, --stride, --bits, --unsigned, --percentile,
+/// --threads, --cache, --json, --csv, --curves, --trt-version, --force, --quiet); false when
+/// it is not one of them.
+bool parse_search_option(arg_walker& w, const std::string& a, calibrate_settings& s);
+
+/// Exit status after a run in which `failed` of `total` tensors failed (each with its own
+/// message already printed): exit_ok, or exit_input with a summary line on stderr.
+int report_failures(const std::string& cmd, std::size_t failed, std::size_t total);
 
 }  // namespace klcal::cli

@@ -13,9 +13,12 @@ const char* k_usage = R"(usage: klcal <command> [options]
 
 commands:
   calibrate INPUT...          calibrate tensors from .npy/.npz files or directories
-  inspect FILE[:member]       ASCII histogram of one tensor with each method's threshold
+  inspect FILE[:member]       ASCII histogram of one tensor (or saved histogram) with each
+                              method's threshold
   check --cache F INPUT...    recompute with the brute-force reference and compare scales
   check --json F INPUT...
+  search STATE [options]      thresholds from saved histograms (calibrate --save-histograms)
+  merge STATE... -o OUT       merge saved histograms exactly (tensors matched by name)
   demo [--out DIR] [--keep]   write a synthetic activation set and calibrate it
 
 'klcal <command> --help' describes each command's options (docs/cli.md has everything).
@@ -40,6 +43,8 @@ int main(int argc, char** argv) {
     if (cmd == "calibrate") return run_calibrate(args);
     if (cmd == "inspect") return run_inspect(args);
     if (cmd == "check") return run_check(args);
+    if (cmd == "search") return run_search(args);
+    if (cmd == "merge") return run_merge(args);
     if (cmd == "demo") return run_demo(args);
     if (cmd == "bench-histogram") return run_bench_histogram(args);
     std::cerr << "klcal: unknown command '" << cmd << "' (try klcal --help)\n";

@@ -1,4 +1,4 @@
-// Progress bar of `klcal calibrate` on stderr (bytes done, rate, ETA).
+// Progress bar of `klcal calibrate` on stderr (position in the data, pass, rate, ETA).
 #include <algorithm>
 #include <cstdio>
 #include <iostream>
@@ -7,8 +7,8 @@
 
 namespace klcal::cli {
 
-progress_bar::progress_bar(bool enabled, std::uint64_t total)
-    : on_(enabled && total > 0), total_(total) {
+progress_bar::progress_bar(bool enabled, std::uint64_t total, int passes)
+    : on_(enabled && total > 0), passes_(std::max(1, passes)), total_(total) {
   t0_ = last_ = clock::now();
 }
 
@@ -16,21 +16,38 @@ progress_bar::~progress_bar() {
   finish();
 }
 
+void progress_bar::start_pass(int pass) {
+  if (pass > 1) first_passes_ = in_pass_;
+  in_pass_ = 0;
+  pass_ = pass;
+}
+
+void progress_bar::next_tensor() {
+  data_done_ += in_pass_;
+  first_passes_ = 0;
+  in_pass_ = 0;
+  pass_ = 1;
+}
+
 void progress_bar::add(std::uint64_t bytes, const std::string& label) {
-  done_ += bytes;
+  in_pass_ += bytes;
   if (!on_) return;
   auto now = clock::now();
-  if (now - last_ < std::chrono::milliseconds(100) && done_ < total_) return;
+  const std::uint64_t position = data_done_ + in_pass_;
+  if (now - last_ < std::chrono::milliseconds(100) && position < total_) return;
   last_ = now;
   double s = std::chrono::duration<double>(now - t0_).count();
-  const auto done = static_cast<double>(done_);
-  const auto total = static_cast<double>(total_);
-  double rate = s > 0 ? done / s : 0;
-  double eta = rate > 0 ? (total - std::min(done, total)) / rate : 0;
+  const double work = double(passes_) * double(data_done_) +
+                      double(pass_ - 1) * double(first_passes_) + double(in_pass_);
+  const double all = double(passes_) * double(total_);
+  double rate = s > 0 ? work / s : 0;
+  double eta = rate > 0 ? (all - std::min(work, all)) / rate : 0;
+  char pass[32] = "";
+  if (passes_ > 1) std::snprintf(pass, sizeof pass, "pass %d/%d ", pass_, passes_);
   char buf[256];
-  std::snprintf(buf, sizeof buf, "\r%-24.24s %5.1f%%  %8.1f / %.1f MiB  %7.1f MiB/s  ETA %4.0fs ",
-                label.c_str(), 100.0 * done / total, done / 1048576.0, total / 1048576.0,
-                rate / 1048576.0, eta);
+  std::snprintf(buf, sizeof buf, "\r%-24.24s %s%5.1f%%  %8.1f / %.1f MiB  %7.1f MiB/s  ETA %4.0fs ",
+                label.c_str(), pass, 100.0 * work / all, double(position) / 1048576.0,
+                double(total_) / 1048576.0, rate / 1048576.0, eta);
   std::cerr << buf << std::flush;
   shown_ = true;
 }

@@ -1,4 +1,4 @@
-// Plain-text outputs of `klcal calibrate`: the --csv file and the result table on stdout.
+// Outputs of `klcal calibrate` and `klcal search`: the result table, cache, CSV and curve files.
 #include "report.hpp"
 
 #include <algorithm>
@@ -17,7 +17,52 @@ std::string csv_field(const std::string& s) {
   return o + "\"";
 }
 
+// Threshold of curve candidate k (docs/numerics.md 5.2), fp64.
+double candidate_threshold(const histogram_spec& spec, const search_options& o, std::int64_t k) {
+  double w = double(spec.hi - spec.lo) / spec.bins;
+  if (o.meth == method::entropy && o.rules == rule_set::mxnet) {
+    std::int64_t i = ((std::int64_t{1} << o.bits) - 1) / 2 + k;
+    return (double(i) + 0.5) * w;
+  }
+  std::int64_t i = o.start_bin + k * o.stride;
+  return o.meth == method::mse ? (double(i) + 0.5) * w : double(i) * w;
+}
+
 }  // namespace
+
+void write_outputs(const calibrate_settings& s, const std::string& device,
+                   const std::vector<tensor_result>& out) {
+  if (!s.quiet) print_results(s, out);
+  if (!s.cache_path.empty()) {
+    formats::calibration_cache cache;
+    cache.version = s.trt_version;
+    cache.algorithm = s.methods[0] == method::entropy ? "EntropyCalibration2" : "MinMaxCalibration";
+    for (const auto& t : out) cache.entries.push_back({t.name, t.results[0].scale});
+    formats::write_file(s.cache_path, formats::format_cache(cache));
+  }
+  if (!s.json_path.empty()) formats::write_file(s.json_path, write_json(s, device, out));
+  if (!s.csv_path.empty()) formats::write_file(s.csv_path, write_csv(out));
+  if (s.curves_dir.empty()) return;
+  for (const auto& t : out) {
+    std::ostringstream h;
+    h << "bin,lo_edge,count\n";
+    double w = double(t.spec.hi - t.spec.lo) / t.spec.bins;
+    for (std::size_t j = 0; j < t.counts.size(); ++j) {
+      h << j << "," << g17(double(t.spec.lo) + double(j) * w) << "," << t.counts[j] << "\n";
+    }
+    formats::write_file(s.curves_dir + "/" + t.hist_file, h.str());
+    for (std::size_t k = 0; k < t.opts.size(); ++k) {
+      if (t.curve_files[k].empty()) continue;
+      std::ostringstream cv;
+      cv << "candidate,threshold,score\n";
+      for (std::size_t i = 0; i < t.curves[k].size(); ++i) {
+        cv << i << "," << g17(candidate_threshold(t.spec, t.opts[k], std::int64_t(i))) << ","
+           << g17(t.curves[k][i]) << "\n";
+      }
+      formats::write_file(s.curves_dir + "/" + t.curve_files[k], cv.str());
+    }
+  }
+}
 
 std::string g17(double v) {
   if (std::isnan(v)) return "nan";

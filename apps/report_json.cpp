@@ -6,14 +6,10 @@
 namespace klcal::cli {
 namespace {
 
-std::string range_name(bool streaming) {
-  return streaming ? "streaming" : "two-pass";
-}
-
-std::string params_json(const calibrate_settings& s, const search_options& o) {
+std::string params_json(const tensor_result& t, const search_options& o) {
   std::ostringstream j;
-  j << "{\"rules\": " << formats::json_string(rules_name(o.rules)) << ", \"bins\": " << s.bins
-    << ", \"range\": " << formats::json_string(range_name(s.streaming)) << ", \"bits\": " << o.bits
+  j << "{\"rules\": " << formats::json_string(rules_name(o.rules)) << ", \"bins\": " << t.spec.bins
+    << ", \"range\": " << formats::json_string(range_name(t.policy)) << ", \"bits\": " << o.bits
     << ", \"unsigned\": " << (o.is_unsigned ? "true" : "false");
   if (o.meth == method::entropy && o.rules == rule_set::tensorrt) {
     j << ", \"start_bin\": " << o.start_bin << ", \"stride\": " << o.stride
@@ -49,7 +45,7 @@ std::string write_json(const calibrate_settings& s, const std::string& device,
     j << (k ? ", " : "") << formats::json_string(method_name(s.methods[k]));
   }
   j << "], \"rules\": " << formats::json_string(rules_name(s.rules)) << ", \"bins\": " << s.bins
-    << ", \"range\": " << formats::json_string(range_name(s.streaming))
+    << ", \"range\": " << formats::json_string(s.streaming ? "streaming" : "two-pass")
     << ", \"device\": " << formats::json_string(device) << "},\n  \"tensors\": {";
   bool first = true;
   for (const auto& t : out) {
@@ -57,7 +53,7 @@ std::string write_json(const calibrate_settings& s, const std::string& device,
     first = false;
     j << result_json(t.results[0])
       << ",\n      \"method\": " << formats::json_string(method_name(t.opts[0].meth))
-      << ", \"params\": " << params_json(s, t.opts[0]) << ",\n";
+      << ", \"params\": " << params_json(t, t.opts[0]) << ",\n";
     j << "      \"histogram\": {\"layout\": "
       << formats::json_string(t.spec.kind == layout::abs ? "abs" : "signed")
       << ", \"bins\": " << t.spec.bins << ", \"lo\": " << formats::json_number(t.spec.lo)
@@ -75,7 +71,7 @@ std::string write_json(const calibrate_settings& s, const std::string& device,
     j << "],\n      \"methods\": {";
     for (std::size_t k = 0; k < t.opts.size(); ++k) {
       j << (k ? ",\n" : "\n") << "        " << formats::json_string(method_name(t.opts[k].meth))
-        << ": {" << result_json(t.results[k]) << ", \"params\": " << params_json(s, t.opts[k]);
+        << ": {" << result_json(t.results[k]) << ", \"params\": " << params_json(t, t.opts[k]);
       if (!t.curve_files.empty() && !t.curve_files[k].empty()) {
         j << ", \"curve_file\": " << formats::json_string(t.curve_files[k]);
       }

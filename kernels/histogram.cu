@@ -115,20 +115,24 @@ std::int32_t hot_bin_of(const histogram_spec& s) {
 
 /// Launches tasks[0 .. num) (num <= MaxTasks, n > 0, all of element type T and layout L, all
 /// already validated) as one grid of one wave of resident blocks (occupancy for this launch's
-/// shared memory), shared among the tasks in proportion to their sizes: a single large tensor is
-/// streamed by every SM at once without a tail wave, and a batch of many tensors does not give
-/// each of them a whole wave (which would multiply the blocks' zero + flush work by the task
-/// count).
+/// shared memory, lowered for large histograms by hist_wave_blocks_per_sm), shared among the tasks
+/// in proportion to their sizes: a single large tensor is streamed by every SM at once without a
+/// tail wave, and a batch of many tensors does not give each of them a whole wave (which would
+/// multiply the blocks' zero + flush work by the task count).
 template <dtype T, layout L, int MaxTasks, bool WithStats>
 status launch_typed(const histogram_task* const* tasks, int num, const device_shape& d,
                     cudaStream_t stream, tensor_stats* d_stats) {
-  // Pass 1: shared memory of the launch = the largest per-task requirement; the total size.
+  // Pass 1: shared memory of the launch = the largest per-task requirement; the total size and
+  // the size-weighted sum of the bins the blocks flush (tasks on global atomics flush none).
   int smem = 0;
   double total_n = 0.0;
+  double flushed = 0.0;
   for (int i = 0; i < num; ++i) {
     const std::int32_t bins = tasks[i]->spec.bins;
-    smem = std::max(smem, smem_bytes_for(bins, copies_for(bins, d)));
+    const int copies = copies_for(bins, d);
+    smem = std::max(smem, smem_bytes_for(bins, copies));
     total_n += static_cast<double>(tasks[i]->n);
+    if (copies > 0) flushed += static_cast<double>(tasks[i]->n) * bins;
   }
   const auto kernel = histogram_block_private_kernel<T, L, MaxTasks, WithStats>;
   // The limit is raised once per device to the most any launch of this kernel uses there
@@ -143,7 +147,10 @@ status launch_typed(const histogram_task* const* tasks, int num, const device_sh
     (void)cudaGetLastError();
     per_sm = hist_blocks_per_sm;
   }
-  const double wave = static_cast<double>(d.sms) * per_sm;
+  // One wave of resident blocks, cut for large histograms so that its end-of-block flushes stay
+  // within the budget of gpu_policy.hpp (fewer, longer blocks).
+  const double wave =
+      static_cast<double>(d.sms) * hist_wave_blocks_per_sm(per_sm, flushed / total_n);
 
   // Pass 2: descriptors and the block prefix.
   hist_launch_params<MaxTasks> p{};

@@ -289,15 +289,18 @@ __device__ void mxnet_block(const task_desc& t, const area& a, std::int32_t cand
   }
 }
 
-/// Candidate k (0-based) of a tensorrt entropy or mse task, evaluated by one warp (every lane
-/// gets the same result): its score, written to the curve when asked for, as a partial argmin
-/// (NaN would count as +inf). Shared by the candidates kernel and the fused kernel.
-__device__ inline partial warp_candidate(const task_desc& t, const area& a, std::int64_t k,
-                                         int lane) {
+/// Candidate k (0-based) of a tensorrt entropy or mse task, evaluated by one warp (`sums` =
+/// warp_sums, every lane gets the same result) or by the calling thread alone (tree_sums): its
+/// score, written to the curve when asked for, as a partial argmin (NaN would count as +inf).
+/// Both forms give the same bits; the candidates kernel uses the warp form, the fused kernel the
+/// per-thread one.
+template <class Sums>
+__device__ inline partial candidate(const task_desc& t, const area& a, std::int64_t k,
+                                    const Sums& sums) {
   const std::int64_t i = t.start_bin + k * t.stride;
   const double v =
-      t.tensorrt_entropy ? snap_kl(tensorrt_candidate(t, a, i, lane)) : mse_candidate(t, i, lane);
-  if (lane == 0 && t.curve != nullptr) t.curve[k] = v;
+      t.tensorrt_entropy ? snap_kl(tensorrt_candidate(t, a, i, sums)) : mse_candidate(t, i, sums);
+  if (t.curve != nullptr && sums.writes_curve()) t.curve[k] = v;
   return partial{isnan(v) ? pos_inf() : v, static_cast<std::int32_t>(k), 0};
 }
 
@@ -331,7 +334,7 @@ __global__ void __launch_bounds__(threads)
   const int lane = static_cast<int>(threadIdx.x) % 32;
   const std::int64_t k = std::int64_t{local} * warps_per_block + warp;
   partial mine{0.0, -1, 0};
-  if (k < t.num_candidates) mine = warp_candidate(t, a, k, lane);  // uniform per warp
+  if (k < t.num_candidates) mine = candidate(t, a, k, warp_sums{lane});  // uniform per warp
   if (lane == 0) best[warp] = mine;
   __syncthreads();
   if (threadIdx.x == 0) {
@@ -454,10 +457,13 @@ constexpr bool fused_eligible(const task_desc& d) {
 }
 
 /// The whole search of small tasks in one launch, one block per task: build_prefix() into
-/// shared memory, every warp takes candidates warp, warp + warps_per_block, ... (same
-/// warp_candidate() as the candidates kernel, so the same scores and curve bits), keeps its best
-/// by prefer(), the warps' bests are reduced in warp order, and thread 0 runs finalize().
-/// prefer() is a total order, so the winner equals the multi-kernel path's.
+/// shared memory, then every thread evaluates candidates threadIdx.x, threadIdx.x + threads, ...
+/// on its own (candidate() with tree_sums: the candidates kernel's warp arithmetic, replayed by one
+/// thread, so the same scores and curve bits) and keeps its best by prefer(); the bests are
+/// reduced per warp (shuffles) and the warps' in warp order, and thread 0 runs finalize().
+/// prefer() is a total order, so the winner equals the multi-kernel path's. One thread per
+/// candidate instead of one warp per candidate: a candidate's scalar part (the tail terms: three
+/// logs, three divisions) runs once instead of on all 32 lanes, and no shuffles per candidate.
 /// 4 blocks per SM caps it at 64 registers (without spills: scripts/sass-report.sh checks); the
 /// cap changes register allocation only, never the arithmetic, so the bits stay those of the
 /// multi-kernel path.
@@ -467,6 +473,7 @@ __global__ void __launch_bounds__(threads, 4)
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ task_meta meta;
   __shared__ partial best[warps_per_block];
+  __shared__ double tree_left[5][threads];  // tree_sum()'s partial sums, per thread
   const task_desc t = ch.tasks[blockIdx.x];
   const auto entries = static_cast<std::uint64_t>(t.bins) + 1;
   const std::uint64_t s_bytes = align_up(entries * sizeof(std::uint64_t), 16);
@@ -483,8 +490,16 @@ __global__ void __launch_bounds__(threads, 4)
   const bool largest_wins = t.tensorrt_entropy != 0;
   partial mine{0.0, -1, 0};
   if (t.tensorrt_entropy || t.meth == static_cast<std::uint8_t>(method::mse)) {  // uniform
-    for (std::int64_t k = warp; k < t.num_candidates; k += warps_per_block)
-      mine = prefer(mine, warp_candidate(t, a, k, lane), largest_wins);
+    const tree_sums sums{&tree_left[0][threadIdx.x], threads};
+    for (std::int32_t k = threadIdx.x; k < t.num_candidates; k += threads)
+      mine = prefer(mine, candidate(t, a, k, sums), largest_wins);
+  }
+  for (int offset = 16; offset > 0; offset /= 2) {
+    partial other;
+    other.value = __shfl_down_sync(0xffffffffu, mine.value, offset);
+    other.candidate = __shfl_down_sync(0xffffffffu, mine.candidate, offset);
+    other.pad = 0;
+    mine = prefer(mine, other, largest_wins);
   }
   if (lane == 0) best[warp] = mine;
   __syncthreads();
@@ -577,9 +592,11 @@ status fused_device(fused_device_info* info) noexcept {
   KLCAL_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   KLCAL_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   constexpr auto bytes = fused_smem_bytes(search_fused_max_bins);
-  // The kernel's static shared memory (scan storage, totals, warp bests) is well below this.
-  constexpr std::uint64_t static_margin = 4096;
-  bool available = bytes + static_margin <= static_cast<std::uint64_t>(optin);
+  // Dynamic plus the kernel's static shared memory (scan storage, totals, warp bests and the
+  // 10 KiB of tree_sum slots) must fit in the opt-in limit.
+  cudaFuncAttributes attr{};
+  KLCAL_TRY(cudaFuncGetAttributes(&attr, search_fused_kernel<Capacity>));
+  bool available = bytes + attr.sharedSizeBytes <= static_cast<std::uint64_t>(optin);
   if (available)
     KLCAL_CHECK(
         raise_dynamic_smem_once<search_fused_kernel<Capacity>>(device, static_cast<int>(bytes)));

@@ -134,11 +134,72 @@ __device__ inline std::int64_t ceil_shift(std::int64_t a, int shift) {
   return (a + (std::int64_t{1} << shift) - 1) >> shift;
 }
 
-/// KL of tensorrt candidate i by the prefix-sum form of numerics.md 2.1, one warp per candidate:
-/// lanes take levels lane, lane + 32, ...; the level sum is reduced in a fixed order.
-/// Every lane returns the same value.
+/// The value warp_sum() returns when lane l holds leaf(l), computed by one thread: the same
+/// shfl_down tree (at offset o, lane l adds lane l + o), walked depth first. The leaves come in
+/// the order lane = bitrev5(j), j = 0 .. 31 (the root adds the even lanes' subtree and the odd
+/// lanes' one, each of those splits by the next bit, ...); `left[d * stride]` holds the finished
+/// left sibling at depth d (five slots of the caller's, in shared memory: five fp64 partials
+/// kept in registers would not fit the fused kernel's 64). Every addition has the operands
+/// warp_sum() gives it, hence the same bits.
+template <class Leaf>
+__device__ inline double tree_sum(const Leaf& leaf, double* left, int stride) {
+  double x = 0.0;
+  for (unsigned j = 0; j < 32; ++j) {
+    x = leaf(static_cast<int>(__brev(j) >> 27));
+    int depth = 0;  // j completes one subtree per trailing one bit, innermost first
+    for (; depth < 5 && ((j >> depth) & 1u) != 0; ++depth) x = left[depth * stride] + x;
+    if (depth < 5) left[depth * stride] = x;  // else j = 31 completed the root
+  }
+  return x;
+}
+
+/// How a candidate's 32 lane addends are summed: `warp_sums` by the warp (each lane evaluates its
+/// own addend, warp_sum() reduces them, every lane gets the value), `tree_sums` by one thread
+/// (it evaluates all 32 in turn, tree_sum() reduces them the same way). Same bits either way.
+struct warp_sums {
+  int lane;
+  template <class Leaf>
+  __device__ double operator()(const Leaf& leaf) const {
+    return warp_sum(leaf(lane));
+  }
+  __device__ bool writes_curve() const { return lane == 0; }
+};
+
+struct tree_sums {
+  double* left;  ///< five slots, `stride` apart (tree_sum)
+  int stride;
+  template <class Leaf>
+  __device__ double operator()(const Leaf& leaf) const {
+    return tree_sum(leaf, left, stride);
+  }
+  __device__ bool writes_curve() const { return true; }
+};
+
+/// Lane `lane`'s addend of the tensorrt level sum sum_g M_g ln(M_g / n_g) of candidate i
+/// (numerics.md 2.1): levels lane, lane + 32, ... in increasing order. Shared by the warp and
+/// the per-thread evaluation, so both round every term and partial sum alike.
+__device__ inline double tensorrt_lane_levels(const area& a, std::int32_t levels, int shift,
+                                              std::int64_t i, int lane) {
+  const std::uint64_t* s = a.s;
+  const std::uint32_t* n = a.n;
+  double sum = 0.0;
+  for (std::int64_t g = lane; g < levels; g += 32) {
+    const std::int64_t lo = ceil_shift(g * i, shift);
+    const std::int64_t hi = ceil_shift((g + 1) * i, shift);
+    const std::uint32_t nonempty = n[hi] - n[lo];
+    if (nonempty > 0) {
+      const double mass = static_cast<double>(s[hi] - s[lo]);
+      sum += mass * log(mass / static_cast<double>(nonempty));
+    }
+  }
+  return sum;
+}
+
+/// KL of tensorrt candidate i by the prefix-sum form of numerics.md 2.1, evaluated by a warp
+/// or by one thread (`sums`: warp_sums or tree_sums, same bits).
+template <class Sums>
 __device__ inline double tensorrt_candidate(const task_desc& t, const area& a, std::int64_t i,
-                                            int lane) {
+                                            const Sums& sums) {
   const std::uint64_t* s = a.s;
   const std::uint32_t* n = a.n;
   const std::int64_t levels = t.levels;
@@ -154,16 +215,7 @@ __device__ inline double tensorrt_candidate(const task_desc& t, const area& a, s
     // Every level holds at most one bin (j L / i steps by >= 1), so the sum is H(i).
     level_sum = a.h[i];
   } else {
-    for (std::int64_t g = lane; g < levels; g += 32) {
-      const std::int64_t lo = ceil_shift(g * i, shift);
-      const std::int64_t hi = ceil_shift((g + 1) * i, shift);
-      const std::uint32_t nonempty = n[hi] - n[lo];
-      if (nonempty > 0) {
-        const double mass = static_cast<double>(s[hi] - s[lo]);
-        level_sum += mass * log(mass / static_cast<double>(nonempty));
-      }
-    }
-    level_sum = warp_sum(level_sum);
+    level_sum = sums([&](int l) { return tensorrt_lane_levels(a, t.levels, shift, i, l); });
   }
   const std::uint64_t tail = total - kept;
   const std::uint64_t last = kept - s[i - 1];
@@ -182,12 +234,10 @@ __device__ inline double tensorrt_candidate(const task_desc& t, const area& a, s
   return bracket / t_prime + log(static_cast<double>(kept) / t_prime);
 }
 
-/// Score of mse candidate i (numerics.md 4), one warp per candidate, bins strided over lanes.
-__device__ inline double mse_candidate(const task_desc& t, std::int64_t i, int lane) {
-  const double w = static_cast<double>(t.hi) / static_cast<double>(t.bins);
-  const double qmax_value = static_cast<double>(t.qmax);
-  const double a = (static_cast<double>(i) + 0.5) * w;
-  const double scale = qmax_value / a;
+/// Lane `lane`'s addend of the mse score of a candidate with quantization scale `scale`
+/// (numerics.md 4): bins lane, lane + 32, ... Shared by the warp and the per-thread evaluation.
+__device__ inline double mse_lane_bins(const task_desc& t, double w, double qmax_value,
+                                       double scale, int lane) {
   double sum = 0.0;
   for (std::int64_t k = lane; k < t.bins; k += 32) {
     const std::uint64_t c = t.counts[k];
@@ -198,7 +248,19 @@ __device__ inline double mse_candidate(const task_desc& t, std::int64_t i, int l
     const double d = __dsub_rn(__ddiv_rn(r, scale), m);
     sum += static_cast<double>(c) * (d * d);
   }
-  return warp_sum(sum) / static_cast<double>(t.bins);
+  return sum;
+}
+
+/// Score of mse candidate i (numerics.md 4), evaluated by a warp or by one thread (`sums`:
+/// warp_sums or tree_sums, same bits).
+template <class Sums>
+__device__ inline double mse_candidate(const task_desc& t, std::int64_t i, const Sums& sums) {
+  const double w = static_cast<double>(t.hi) / static_cast<double>(t.bins);
+  const double qmax_value = static_cast<double>(t.qmax);
+  const double a = (static_cast<double>(i) + 0.5) * w;
+  const double scale = qmax_value / a;
+  const double sum = sums([&](int l) { return mse_lane_bins(t, w, qmax_value, scale, l); });
+  return sum / static_cast<double>(t.bins);
 }
 
 /// P[k] and Q[k] of mxnet half-width i (numerics.md 3), O(1) from the prefix sums.

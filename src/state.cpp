@@ -162,9 +162,14 @@ status merge(calibrator_state& into, const calibrator_state& from) noexcept {
   if (plan.add_counts) {
     // Folds are pairwise sums, so folding then adding is exact in uint64 and gives the same
     // counts whichever state is `into`.
+    // Only streaming plans fold; other bin counts need not be powers of two (e.g. mxnet's odd
+    // ones), so histogram_fold_pow2 is called only when there is something to fold.
     if (plan.fold_from == 0) {
-      if (status st = cpu::histogram_fold_pow2(into.counts.data(), bins, plan.fold_into); !st.ok())
-        return st;
+      if (plan.fold_into > 0) {
+        if (status st = cpu::histogram_fold_pow2(into.counts.data(), bins, plan.fold_into);
+            !st.ok())
+          return st;
+      }
       for (std::int32_t j = 0; j < bins; ++j)
         into.counts[std::size_t(j)] += from.counts[std::size_t(j)];
     } else {

@@ -229,6 +229,42 @@ TEST(calibrator_state, two_pass_first_pass_states_merge_statistics_only) {
   EXPECT_EQ(open, y.state());
 }
 
+/// Merging needs no power-of-two bin count outside streaming: a signed two-pass state with
+/// mxnet's odd bins, and a fixed state of 1000 bins, merge exactly (only streaming folds).
+TEST(calibrator_state, two_pass_and_fixed_merge_with_any_bin_count) {
+  const std::vector<float> a = values(6000, 1.0f, 31), b = values(5000, 1.0f, 32);
+  std::vector<float> all = a;
+  all.insert(all.end(), b.begin(), b.end());
+  const auto na = static_cast<std::int64_t>(a.size()), nb = static_cast<std::int64_t>(b.size());
+  const auto n = static_cast<std::int64_t>(all.size());
+  histogram_spec fixed_spec;
+  fixed_spec.bins = 1000;
+  fixed_spec.hi = 2.0f;
+  for (int k = 0; k < 2; ++k) {
+    SCOPED_TRACE(k);
+    auto make = [&]() {
+      return k == 0 ? cal::two_pass(2001, layout::signed_, 1) : cal::fixed(fixed_spec, 1);
+    };
+    cal x = make(), y = make(), whole = make();
+    if (k == 0) {
+      // Each part's first pass sees all the data (as after an all-reduce of the statistics).
+      for (cal* c : {&x, &y, &whole}) {
+        c->add_range(all.data(), n, dtype::f32);
+        c->end_range_pass();
+      }
+    }
+    x.add(a.data(), na, dtype::f32);
+    y.add(b.data(), nb, dtype::f32);
+    whole.add(all.data(), n, dtype::f32);
+    calibrator_state s = x.state();
+    ASSERT_TRUE(merge(s, y.state()).ok());
+    EXPECT_EQ(s.counts, whole.counts());
+    if (k == 1) {
+      EXPECT_EQ(s, whole.state());
+    }
+  }
+}
+
 TEST(calibrator_state, from_state_continues_where_state_left_off) {
   const std::vector<float> a = values(9000, 0.1f, 21), b = values(9000, 50.0f, 22);
   cal one = cal::streaming(2048);

@@ -315,6 +315,12 @@ void merge(py_calibrator& c, const py_calibrator& other) {
 #endif
 }
 
+// state() with the GIL released (a GPU calibrator synchronizes its stream for the copy).
+calibrator_state state_without_gil(const py_calibrator& c) {
+  nb::gil_scoped_release release;
+  return c.state();
+}
+
 nb::bytes state_bytes(const py_calibrator& c, const std::string& name) {
   std::string bytes;
   {
@@ -324,7 +330,7 @@ nb::bytes state_bytes(const py_calibrator& c, const std::string& name) {
   return nb::bytes(bytes.data(), bytes.size());
 }
 
-std::vector<named_state> decode(nb::bytes data, const char* who) {
+std::vector<named_state> decode(const nb::bytes& data, const char* who) {
   std::string_view v(data.c_str(), data.size());
   nb::gil_scoped_release release;
   return formats::decode_states(v.data(), v.size(), who);
@@ -611,17 +617,11 @@ tensorrt entropy and mse candidates; zero_bin: "copy_next" (tensorrt: c[0] := c[
 percentile in [0, 100]; curve=True also returns every candidate's score.)doc")
       .def_prop_ro(
           "counts",
-          [](const py_calibrator& c) {
-            if (c.cpu) {
-              std::lock_guard<std::mutex> lock(c.mutex);
-              return to_numpy(std::vector<std::uint64_t>(c.cpu->counts()));
-            }
-            return to_numpy(std::move(c.state().counts));
-          },
+          [](const py_calibrator& c) { return to_numpy(std::move(state_without_gil(c).counts)); },
           nb::for_getter(nb::sig("def counts(self, /) -> numpy.typing.NDArray[numpy.uint64]")),
           "A copy of the counts (numpy.uint64 array of `bins` entries).")
       .def_prop_ro(
-          "stats", [](const py_calibrator& c) { return c.state().stats; },
+          "stats", [](const py_calibrator& c) { return state_without_gil(c).stats; },
           "A copy of the statistics (klcal.Stats).")
       .def(
           "merge", [](py_calibrator& c, const py_calibrator& other) { merge(c, other); },
@@ -639,7 +639,7 @@ percentile in [0, 100]; curve=True also returns every candidate's score.)doc")
            "(docs/formats.md).")
       .def_static(
           "from_state",
-          [](nb::bytes data, const std::string& device, int threads, nb::handle name) {
+          [](const nb::bytes& data, const std::string& device, int threads, nb::handle name) {
             std::vector<named_state> states = decode(data, "klcal.Calibrator.from_state");
             std::size_t pick = 0;
             if (!name.is_none()) {
@@ -695,7 +695,7 @@ percentile in [0, 100]; curve=True also returns every candidate's score.)doc")
           "The current (lo, hi): for streaming hi = 2**e; for two-pass meaningful only once "
           "range_done.")
       .def_prop_ro(
-          "range_done", [](const py_calibrator& c) { return c.state().range_done; },
+          "range_done", [](const py_calibrator& c) { return state_without_gil(c).range_done; },
           "False only for a two-pass calibrator before end_range_pass().")
       .def_prop_ro(
           "device", [](const py_calibrator& c) { return c.device.str(); }, "'cpu' or 'cuda:N'.")
@@ -714,7 +714,7 @@ percentile in [0, 100]; curve=True also returns every candidate's score.)doc")
 
   m.def(
       "add_many",
-      [](const std::vector<py_calibrator*>& cals, nb::sequence tensors, bool range_pass,
+      [](const std::vector<py_calibrator*>& cals, const nb::sequence& tensors, bool range_pass,
          nb::handle stream) {
         if (nb::len(tensors) != cals.size())
           raise(errc::invalid_count, "klcal.add_many: " + std::to_string(cals.size()) +
@@ -759,7 +759,7 @@ add_range() instead of add(). A calibrator may appear more than once.)doc");
 
   m.def(
       "load_states",
-      [](nb::bytes data, const std::string& device, int threads) {
+      [](const nb::bytes& data, const std::string& device, int threads) {
         std::vector<named_state> states = decode(data, "klcal.load_states");
         const device_spec dev = parse_device(device);
         nb::list out;

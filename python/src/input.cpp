@@ -245,7 +245,7 @@ input import_input(nb::handle x, const device_spec& target, nb::handle stream, c
   in.type = bf16_view ? dtype::bf16 : element_type(a.dtype(), who);
   const std::int32_t ndim = static_cast<std::int32_t>(a.ndim());
   std::int64_t n = 1;
-  for (std::int32_t d = 0; d < ndim; ++d) n *= a.shape(d);
+  for (std::int32_t d = 0; d < ndim; ++d) n *= a.shape_ptr()[d];
   in.n = n;
   const std::size_t elem = dtype_size(in.type);
   const auto* base = static_cast<const unsigned char*>(a.data());

@@ -71,6 +71,20 @@ def test_strided_input_is_copied_and_correct():
     np.testing.assert_array_equal(c.counts, counts_of(np.ascontiguousarray(view)).counts)
 
 
+def test_overlapping_and_bf16_strided_views():
+    """Broadcast views repeat elements (stride 0): every logical element is counted, through a
+    copy. A strided bf16 NumPy view is gathered like any other."""
+    x = data(1000)
+    b = np.broadcast_to(x, (3, x.size))
+    c = counts_of(b)
+    assert c._last_input()[1] is True
+    np.testing.assert_array_equal(c.counts, 3 * counts_of(x).counts)
+    h = data(2000).astype(ml_dtypes.bfloat16)
+    c = counts_of(h[::2])
+    assert c._last_input()[1] is True
+    np.testing.assert_array_equal(c.counts, counts_of(h[::2].astype(np.float32)).counts)
+
+
 def test_zero_d_and_empty():
     c = klcal.Calibrator(range="streaming")
     c.add(np.float32(1.5) * np.ones((), np.float32))  # 0-d: one value
@@ -127,6 +141,22 @@ def test_tensor_released_while_in_use():
     gc.collect()
     t.join()
     assert c.counts.sum() == want
+
+
+def test_inputs_are_released():
+    """No reference to the producer is kept after add() returns, also when it raised."""
+    import sys
+
+    c = klcal.Calibrator(range="streaming")
+    x, bad = data(), np.zeros(8, np.int32)
+    before = (sys.getrefcount(x), sys.getrefcount(bad))
+    for _ in range(100):
+        c.add(x)
+        c.add(x[::2])
+        with pytest.raises(klcal.DtypeError):
+            c.add(bad)
+    klcal.add_many([c, c], [x, x])
+    assert (sys.getrefcount(x), sys.getrefcount(bad)) == before
 
 
 def test_used_dlpack_capsule():

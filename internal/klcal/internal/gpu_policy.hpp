@@ -29,6 +29,30 @@ inline constexpr int hist_vectors_in_flight = 4;
 /// counters (docs/numerics.md 1.2 rule 6 requires < 2^32 per counter; 2^31 keeps a margin).
 inline constexpr std::int64_t hist_max_elems_per_block = std::int64_t{1} << 31;
 
+/// Flush budget of one wave: every block of a shared-memory launch ends with one 64-bit global
+/// atomic per non-zero bin of its histogram, so a wave of `per_sm` blocks per SM flushes up to
+/// per_sm x bins counters per SM, all at its end. The wave is cut to at most this many flushed
+/// counters per SM: what a 2048-bin histogram flushes at 6 blocks per SM (its occupancy on sm_90),
+/// so larger histograms (8001, 16384 bins) flush about as much as 2048 bins does instead of up to
+/// 4-8 times more (docs/design.md, "Flush atomics").
+inline constexpr double hist_flush_bins_per_sm = 6 * 2048;
+
+/// ... but never fewer resident blocks per SM than this (when the occupancy allows them): 2 x 256
+/// threads x hist_vectors_in_flight 16-byte loads = 32 KiB in flight per SM, the streaming
+/// requirement of the throughput model (docs/design.md).
+inline constexpr double hist_min_blocks_per_sm = 2;
+
+/// Blocks per SM of one histogram launch's wave: the occupancy `per_sm`, lowered for large
+/// histograms to hist_flush_bins_per_sm / flushed_bins but not below hist_min_blocks_per_sm (nor
+/// above `per_sm`). `flushed_bins`: bins flushed per block, the tasks' bin counts weighted by
+/// their element counts (tasks binned with global atomics count 0: they flush nothing).
+constexpr double hist_wave_blocks_per_sm(int per_sm, double flushed_bins) {
+  if (!(flushed_bins > 0)) return per_sm;
+  const double budget = hist_flush_bins_per_sm / flushed_bins;
+  const double lowered = budget > hist_min_blocks_per_sm ? budget : hist_min_blocks_per_sm;
+  return lowered < per_sm ? lowered : per_sm;
+}
+
 /// Resident blocks per SM assumed when cudaOccupancyMaxActiveBlocksPerMultiprocessor fails;
 /// normally a tensor's grid is exactly one wave of resident blocks (occupancy x SM count).
 inline constexpr int hist_blocks_per_sm = 4;
@@ -70,9 +94,9 @@ inline constexpr int search_block_threads = 256;
 /// launch group whose tasks all have at most this many bins and none uses the mxnet rule set
 /// runs as one kernel, one block per histogram, with the prefix arrays in shared memory
 /// (S uint64 + H fp64 + N uint32 = 20 bytes per bin: 4096 bins -> 80 KiB of dynamic shared
-/// memory, within the opt-in limit of sm_80 (163 KiB) and sm_90 (227 KiB)). Larger histograms
-/// and mxnet keep the prefix + candidates + finalize kernels, whose arrays live in global memory.
-/// Devices with less shared memory fall back to those kernels.
+/// memory, plus 16 KiB of static, within the opt-in limit of sm_80 (163 KiB) and sm_90 (227 KiB)).
+/// Larger histograms and mxnet keep the prefix + candidates + finalize kernels, whose arrays live
+/// in global memory. Devices with less shared memory fall back to those kernels.
 inline constexpr std::int32_t search_fused_max_bins = 4096;
 
 /// Items per thread and tile of the prefix-sum block scan (a 2048-bin histogram is one tile).
