@@ -493,7 +493,9 @@ class HistogramCalibrator:
         if not 0 <= percentile <= 100:
             raise ValueError("Invalid percentile. Must be in range 0 <= percentile <= 100.")
         if self._empty:
-            return None
+            s = self._calibrator.stats  # data may have come by klcal.distributed.all_reduce
+            if s.finite_count + s.nan_count + s.inf_count == 0:
+                return None
         kw: dict[str, Any] = {"bits": self._num_bits, "unsigned": self._unsigned}
         if method in ("entropy", "mse"):
             kw.update(start_bin=start_bin, stride=stride)

@@ -2,7 +2,6 @@
 to one process over all the data, bit for bit; mismatches fail on every rank."""
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import optional_module
+from conftest import free_port, init_gloo, optional_module
 
 try:
     import torch.distributed as dist
@@ -68,9 +67,7 @@ def _same_result(a, b):
 
 
 def _worker(rank, port, errfile):
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=RANKS)
+    init_gloo(rank, RANKS, port)
     failures = []
     try:
         for seed in (1,):
@@ -124,17 +121,11 @@ def _worker(rank, port, errfile):
             f.write("\n".join(failures))
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_four_gloo_ranks_equal_one_process():
     optional_module("torch")
     with tempfile.TemporaryDirectory() as d:
         errfile = os.path.join(d, "failures")
-        mp.spawn(_worker, args=(_free_port(), errfile), nprocs=RANKS, join=True)
+        mp.spawn(_worker, args=(free_port(), errfile), nprocs=RANKS, join=True)
         found = [open(os.path.join(d, f)).read() for f in sorted(os.listdir(d))]
         assert found == [], "\n".join(found)
 

@@ -1,16 +1,16 @@
 """klcal.torch.ModelCalibrator unchanged under torch.distributed (4 local gloo processes): a model
 whose modules some ranks never reach, or reach first with other shapes, calibrated on random
 shards (one rank without any batch) gives on every rank the calibrators, amaxes, cache and JSON
-of one process over all the data, bit for bit, for every range policy and method."""
+of one process over all the data, bit for bit, for every range policy and method; so does the
+HistogramCalibrator drop-in once its calibrator is all-reduced."""
 
 import os
 import pickle
-import socket
 import tempfile
 
 import numpy as np
 import pytest
-from conftest import optional_module
+from conftest import free_port, init_gloo, optional_module
 
 try:
     import torch
@@ -18,6 +18,7 @@ try:
     import torch.multiprocessing as mp
     from torch import nn
 
+    import klcal.distributed
     import klcal.torch
 except ImportError:  # the tests skip (fail under CI) through optional_module
     torch = dist = mp = nn = None
@@ -107,10 +108,8 @@ def _summary(cal, methods):
 
 
 def _worker(rank, port, outdir):
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=RANKS)
+    init_gloo(rank, RANKS, port)
     try:
         model = Net().eval()
         batches = _batches()
@@ -134,16 +133,16 @@ def _worker(rank, port, outdir):
                     for x in half:
                         model(x)
         out["two_collects"] = _summary(cal, ABS_METHODS)
+        # The peers' drop-in is per process; all-reducing its calibrator makes it exact too.
+        hist = klcal.torch.HistogramCalibrator(num_bins=1024)
+        for x in mine:
+            hist.collect(x)
+        klcal.distributed.all_reduce({"x": hist.calibrator})
+        out["histogram"] = [float(hist.compute_amax(**m)) for m in ABS_METHODS]
         with open(os.path.join(outdir, f"rank{rank}.pkl"), "wb") as f:
             pickle.dump(out, f)
     finally:
         dist.destroy_process_group()
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_model_calibrator_four_gloo_ranks_equal_one_process():
@@ -171,9 +170,13 @@ def test_model_calibrator_four_gloo_ranks_equal_one_process():
     one = klcal.torch.ModelCalibrator(model, threads=1, bins=1024, range="streaming")
     _run(one, model, batches)
     expected["two_collects"] = _summary(one, ABS_METHODS)
+    hist = klcal.torch.HistogramCalibrator(num_bins=1024)
+    for x in batches:
+        hist.collect(x)
+    expected["histogram"] = [float(hist.compute_amax(**m)) for m in ABS_METHODS]
 
     with tempfile.TemporaryDirectory() as d:
-        mp.spawn(_worker, args=(_free_port(), d), nprocs=RANKS, join=True)
+        mp.spawn(_worker, args=(free_port(), d), nprocs=RANKS, join=True)
         for rank in range(RANKS):
             with open(os.path.join(d, f"rank{rank}.pkl"), "rb") as f:
                 got = pickle.load(f)
