@@ -102,7 +102,8 @@ class ModelCalibrator:
     range of all the data) and each binning pass with :func:`klcal.distributed.all_reduce`, so
     that results, cache and JSON on every rank are those of one process over all ranks' data,
     bit for bit. The ends of ``range_pass()``, ``collect()`` and ``passes()`` are therefore
-    collective: every rank of the group must reach them. A calibrator this rank never fed is
+    collective: every rank of the group must reach them (calibrating on some ranks only needs
+    ``distributed=False`` or a ``group`` of those ranks). A calibrator this rank never fed is
     created on ``cuda:<current device>`` when the group's backend is NCCL and klcal has CUDA,
     else on the CPU, and moves to the device of the first input it receives. Only rank 0 writes
     files (``write_cache``, ``write_json``) unless ``all_ranks=True``.
