@@ -1,33 +1,30 @@
-"""Data-parallel calibration under torchrun: each rank calibrates its shard of the calibration
-set, and klcal.distributed.all_reduce makes every rank hold the result of one process over all
-shards, bit for bit (docs/distributed.md).
+"""Data-parallel calibration under torchrun: each rank runs the ordinary klcal.torch code on its
+shard of the calibration set; because torch.distributed is initialized, the ModelCalibrator
+ends its passes with collectives, so every rank holds the result of one process over all
+shards, bit for bit, and rank 0 writes the cache (docs/distributed.md).
 
-Usage: torchrun --standalone --nproc_per_node=4 python/examples/torchrun_calibrate.py
+Usage: torchrun --standalone --nproc_per_node=4 python/examples/torchrun_calibrate.py [CACHE]
 (NCCL and the GPUs when klcal has CUDA and there are GPUs, else gloo on the CPU.)
 """
+
+import sys
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 import klcal
-import klcal.distributed
+import klcal.torch
 
 
-def calibrate(model, batches, device, range_="streaming"):
-    """Streaming calibrators on the input of every Linear layer, fed by forward pre-hooks."""
-    cals, hooks = {}, []
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Linear):
-            cals[name] = klcal.Calibrator(bins=2048, range=range_, device=device)
-            hooks.append(m.register_forward_pre_hook(
-                lambda mod, args, n=name: cals[n].add(args[0])))
+def calibrate(model, batches, device, distributed=None):
+    """The calibration code of a single process, unchanged: two-pass range, Linear inputs."""
+    cal = klcal.torch.ModelCalibrator(model, distributed=distributed)
     with torch.no_grad():
-        for x in batches:
-            model(x.to(device))
-    for h in hooks:
-        h.remove()
-    return cals
+        for _ in cal.passes():  # "range", then "bins"; each ends with a collective under torchrun
+            for x in batches:
+                model(x.to(device))
+    return cal
 
 
 def main() -> None:
@@ -43,15 +40,18 @@ def main() -> None:
                           nn.Linear(256, 10)).eval().to(device)
     data = [torch.randn(32, 64, generator=torch.Generator().manual_seed(b)) for b in range(24)]
 
-    mine = calibrate(model, data[rank::world], device)  # this rank's shard only
-    klcal.distributed.all_reduce(mine)                   # three all-reduces for all layers
+    cal = calibrate(model, data[rank::world], device)  # this rank's shard only
+    amax = cal.compute("entropy")                      # the same on every rank
+    if len(sys.argv) > 1:
+        cal.write_cache(sys.argv[1], force=True)       # written by rank 0 only
 
-    one = calibrate(model, data, device)  # for the demonstration: one process over everything
-    exact = all(mine[n].state() == one[n].state() for n in one)
+    # For the demonstration: one process over everything, without the collectives.
+    one = calibrate(model, data, device, distributed=False)
+    exact = all(c.state() == one.calibrators()[n].state() for n, c in cal.calibrators().items())
+    exact = exact and cal.names == list(one.calibrators())
     if rank == 0:
-        for name, c in mine.items():
-            r = c.compute("entropy")
-            print(f"layer {name}: amax={r.amax:.6g} scale={r.scale:.6g} ({world} ranks)")
+        for name, a in amax.items():
+            print(f"layer {name}: amax={a:.6g} ({world} ranks)")
         print(f"all-reduced equals one process: {'yes' if exact else 'NO'}")
     dist.destroy_process_group()
     if not exact:

@@ -83,6 +83,15 @@ def all_reduce(calibrators, group=None) -> None:
     _klcal._all_reduce(items, max_u64, sum_u64)
 
 
+def _sum_ints(values, group=None) -> list[int]:
+    """The element-wise sum of non-negative ``values`` over the ranks of ``group`` (one
+    all-reduce, the same transport as the calibrators')."""
+    words = np.array(values, dtype=np.uint64)
+    if words.size:
+        _reducers(group)[1](words)
+    return [int(v) for v in words]
+
+
 def end_range_pass(calibrators, group=None) -> None:
     """Ends the first pass of two-pass calibrators on every rank with the range of all ranks'
     data (MAX of max |x|), so that every rank bins into the same range. Statistics stay local

@@ -6,6 +6,8 @@ Two entry points:
   inputs of ``nn.Linear`` and every ``nn.Conv*``), bins every input tensor where it lives (CPU or
   CUDA, on the caller's current stream, without a copy for contiguous tensors), and gives
   ``{name: amax}``, a TensorRT calibration cache and the JSON document of the ``klcal`` tool.
+  Under a data-parallel launch (``torchrun``: ``torch.distributed`` initialized) the same code
+  gives every rank the result of one process over all ranks' data (docs/distributed.md).
 * :class:`HistogramCalibrator` has the interface of the ``HistogramCalibrator`` of NVIDIA's
   ModelOpt and pytorch-quantization (``collect(x)``, ``compute_amax(method, ...)``,
   ``reset()``), with exact ``uint64`` counts.
@@ -62,15 +64,18 @@ def _prepare(x: Any, what: str) -> torch.Tensor:
 
 class _Tensor:
     """One calibrated tensor: its calibrator (created on the first input's device), the
-    number of inputs seen, and where they came from."""
+    number of inputs seen, and where they came from. Under torch.distributed, ``calibrator`` and
+    ``calls`` are this rank's own and ``reduced`` / ``total_calls`` those of all ranks."""
 
-    __slots__ = ("name", "module", "calibrator", "calls")
+    __slots__ = ("name", "module", "calibrator", "calls", "reduced", "total_calls")
 
     def __init__(self, name: str, module: nn.Module) -> None:
         self.name = name
         self.module = module
         self.calibrator: Calibrator | None = None
         self.calls = 0
+        self.reduced: Calibrator | None = None
+        self.total_calls = 0
 
 
 class ModelCalibrator:
@@ -86,6 +91,22 @@ class ModelCalibrator:
         bins, range, layout, threads: as for :class:`klcal.Calibrator`. ``range="two-pass"``
             (default) runs the user's loop twice: first for the exact range, then to bin;
             ``"streaming"`` or a fixed ``(lo, hi)`` needs one pass.
+        distributed: ``None`` (default): data-parallel when ``torch.distributed`` is initialized
+            or ``group`` is given; ``True``: always (torch.distributed must be initialized);
+            ``False``: never (each rank calibrates its own data alone).
+        group: the ``torch.distributed`` process group (default: the world).
+
+    Data-parallel (every rank runs the same code on its shard of the data): every selected
+    module has a calibrator on every rank, whether or not this rank's shard reached it; the
+    range pass ends with :func:`klcal.distributed.end_range_pass` (all ranks bin into the
+    range of all the data) and each binning pass with :func:`klcal.distributed.all_reduce`, so
+    that results, cache and JSON on every rank are those of one process over all ranks' data,
+    bit for bit. The ends of ``range_pass()``, ``collect()`` and ``passes()`` are therefore
+    collective: every rank of the group must reach them (calibrating on some ranks only needs
+    ``distributed=False`` or a ``group`` of those ranks). A calibrator this rank never fed is
+    created on ``cuda:<current device>`` when the group's backend is NCCL and klcal has CUDA,
+    else on the CPU, and moves to the device of the first input it receives. Only rank 0 writes
+    files (``write_cache``, ``write_json``) unless ``all_ranks=True``.
 
     Only the first positional input of each module call is calibrated; a module called several
     times per forward pass (a shared block) pools all calls into one histogram. Each tensor is
@@ -107,7 +128,7 @@ class ModelCalibrator:
     def __init__(self, model: nn.Module, *, types: Sequence[type] | type | None = None,
                  names: str | None = None, exclude: str | None = None, bins: int = 2048,
                  range: str | tuple[float, float] = "two-pass", layout: str = "abs",
-                 threads: int = 0) -> None:
+                 threads: int = 0, distributed: bool | None = None, group: Any = None) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
         if types is None:
@@ -142,6 +163,9 @@ class ModelCalibrator:
         self._pass: str | None = None  # "range" or "bins" while hooks are attached
         self._range_done = self._policy != "two-pass"
         self._handles: list[Any] = []
+        if distributed not in (None, True, False):
+            raise TypeError(f"distributed: expected None, True or False, got {distributed!r}")
+        self._distributed, self._group = distributed, group
 
     # ---- passes ------------------------------------------------------------------------------
 
@@ -161,10 +185,14 @@ class ModelCalibrator:
                 raise TypeError(f"module '{t.name}': called without a positional input")
             x = _prepare(args[0], f"module '{t.name}' input")
             try:
+                device = _device_name(x)
                 if t.calibrator is None:
-                    t.calibrator = Calibrator(bins=self._bins, range=self._range,
-                                              layout=self._layout, device=_device_name(x),
-                                              threads=self._threads)
+                    t.calibrator = self._new_calibrator(device)
+                elif t.calls == 0 and t.calibrator.device != device:
+                    # Created for a collective on a rank that had not seen this module yet:
+                    # move it (and the range the ranks agreed on) to the data's device.
+                    t.calibrator = Calibrator.from_state(t.calibrator.state(), device=device,
+                                                         threads=self._threads)
                 if self._pass == "range":
                     t.calibrator.add_range(x)
                 else:
@@ -189,27 +217,85 @@ class ModelCalibrator:
             self._handles.clear()
             self._pass = None
 
+    def _new_calibrator(self, device: str) -> Calibrator:
+        return Calibrator(bins=self._bins, range=self._range, layout=self._layout, device=device,
+                          threads=self._threads)
+
+    # ---- data-parallel -----------------------------------------------------------------------
+
+    @property
+    def is_distributed(self) -> bool:
+        """True when the passes end with collectives over ``torch.distributed`` (see the class)."""
+        if self._distributed is not None:
+            return self._distributed
+        if self._group is not None:
+            return True
+        import torch.distributed as dist
+
+        return dist.is_available() and dist.is_initialized()
+
+    def _default_device(self) -> str:
+        """Where a calibrator this rank never fed lives: the current GPU with NCCL, else CPU."""
+        import torch.distributed as dist
+
+        from . import cuda_available
+
+        if (dist.is_initialized() and str(dist.get_backend(self._group)).lower() == "nccl"
+                and cuda_available()):
+            return f"cuda:{torch.cuda.current_device()}"
+        return "cpu"
+
+    def _local_items(self) -> list[tuple[str, Calibrator]]:
+        """Every selected module's calibrator (created where missing), in the model's order:
+        the same names on every rank, whatever each rank's data reached."""
+        for t in self._tensors.values():
+            if t.calibrator is None:
+                t.calibrator = self._new_calibrator(self._default_device())
+        return [(n, t.calibrator) for n, t in self._tensors.items()]
+
+    def _all_reduce(self) -> None:
+        """Every rank's calibrators and call counts summed into ``reduced`` / ``total_calls``
+        (copies: the local ones keep this rank's data, so a later collect() stays exact)."""
+        from . import distributed
+
+        items = [(n, Calibrator.from_state(c.state(), device=c.device, threads=self._threads))
+                 for n, c in self._local_items()]
+        distributed.all_reduce(items, group=self._group)
+        calls = distributed._sum_ints([self._tensors[n].calls for n, _ in items],
+                                      group=self._group)
+        for (n, c), k in zip(items, calls):
+            self._tensors[n].reduced, self._tensors[n].total_calls = c, k
+
     @contextmanager
     def range_pass(self) -> Iterator[None]:
-        """The first pass of ``range="two-pass"``: statistics only. Ends the range on exit."""
+        """The first pass of ``range="two-pass"``: statistics only. Ends the range on exit
+        (data-parallel: with the range of every rank's data, a collective)."""
         if self._range_done:
             raise RuntimeError(
                 f"range_pass: not needed (range={self._range!r}, or the range pass already ran)"
             )
         with self._attached("range"):
             yield
-        for t in self._tensors.values():
-            if t.calibrator is not None:
-                t.calibrator.end_range_pass()
+        if self.is_distributed:
+            from . import distributed
+
+            distributed.end_range_pass(self._local_items(), group=self._group)
+        else:
+            for t in self._tensors.values():
+                if t.calibrator is not None:
+                    t.calibrator.end_range_pass()
         self._range_done = True
 
     @contextmanager
     def collect(self) -> Iterator[None]:
-        """The binning pass: every forward call inside the block is binned."""
+        """The binning pass: every forward call inside the block is binned (data-parallel: then
+        all-reduced over the ranks on exit, a collective)."""
         if not self._range_done:
             raise RuntimeError("collect: run the range pass first (range='two-pass')")
         with self._attached("bins"):
             yield
+        if self.is_distributed:
+            self._all_reduce()
 
     def passes(self) -> Iterator[str]:
         """Yields once per pass the range policy needs (``"range"`` then ``"bins"`` for two-pass,
@@ -223,27 +309,44 @@ class ModelCalibrator:
     def reset(self) -> None:
         """Forgets everything collected (the hooks stay detached)."""
         for t in self._tensors.values():
-            t.calibrator, t.calls = None, 0
+            t.calibrator, t.calls, t.reduced, t.total_calls = None, 0, None, 0
         self._range_done = self._policy != "two-pass"
 
     # ---- results -----------------------------------------------------------------------------
 
-    def calibrators(self) -> dict[str, Calibrator]:
-        """``{name: klcal.Calibrator}`` of the modules that saw at least one input."""
-        return {n: t.calibrator for n, t in self._tensors.items() if t.calibrator is not None}
+    def _views(self) -> dict[str, tuple[Calibrator | None, int]]:
+        """``{name: (calibrator, calls)}``: all ranks' after a data-parallel collect(), else
+        this process's."""
+        if any(t.reduced is not None for t in self._tensors.values()):
+            return {n: (t.reduced, t.total_calls) for n, t in self._tensors.items()}
+        return {n: (t.calibrator, t.calls) for n, t in self._tensors.items()}
 
-    def _seen(self) -> dict[str, _Tensor]:
-        seen = {n: t for n, t in self._tensors.items() if t.calibrator is not None and t.calls}
+    def calibrators(self) -> dict[str, Calibrator]:
+        """``{name: klcal.Calibrator}`` of the modules that saw at least one input (data-parallel:
+        the all-reduced ones, on any rank)."""
+        return {n: c for n, (c, k) in self._views().items() if c is not None and k}
+
+    def _seen(self) -> dict[str, tuple[Calibrator, int]]:
+        seen = {n: (c, k) for n, (c, k) in self._views().items() if c is not None and k}
         if not seen:
             raise RuntimeError("nothing collected: run the model inside passes() / collect()")
         if not self._range_done:
             raise RuntimeError("the range pass has run but not the binning pass")
         return seen
 
+    def _writes(self, all_ranks: bool) -> bool:
+        """Whether this process writes files: always unless data-parallel on a rank other than
+        0 of the group without ``all_ranks``."""
+        if all_ranks or not self.is_distributed:
+            return True
+        import torch.distributed as dist
+
+        return dist.get_rank(self._group) == 0
+
     def results(self, method: str = "entropy", **options: Any) -> dict[str, Any]:
         """``{name: klcal.Result}`` for one method; ``options`` as for ``Calibrator.compute``."""
         o = _export.options_for(method, **options)[0]
-        return {n: t.calibrator.compute(**o.compute_kwargs()) for n, t in self._seen().items()}
+        return {n: c.compute(**o.compute_kwargs()) for n, (c, _) in self._seen().items()}
 
     def compute(self, method: str = "entropy", **options: Any) -> dict[str, float]:
         """``{name: amax}`` (modules that never ran are left out)."""
@@ -258,50 +361,58 @@ class ModelCalibrator:
 
     def write_cache(self, path: str, method: str = "entropy", *, force: bool = False,
                     trt_version: str = "8601", rename: Callable[[str], str] | None = None,
-                    **options: Any) -> None:
-        """Writes the cache atomically (``FileExistsError`` for an existing file unless ``force``)."""
-        _export.write_text(path, self.cache_text(method, trt_version=trt_version, rename=rename,
-                                                 **options), force=force)
+                    all_ranks: bool = False, **options: Any) -> None:
+        """Writes the cache atomically (``FileExistsError`` for an existing file unless ``force``).
+        Data-parallel: only rank 0 of the group writes unless ``all_ranks``."""
+        text = self.cache_text(method, trt_version=trt_version, rename=rename, **options)
+        if self._writes(all_ranks):
+            _export.write_text(path, text, force=force)
 
     def reports(self, methods: str | Sequence[str] = "entropy", **options: Any) -> list:
         """One :class:`klcal._export.TensorReport` per module, as the JSON document lists them."""
         opts = _export.options_for(methods, **options)
         out = []
-        for n, t in self._seen().items():
-            c = t.calibrator
+        for n, (c, calls) in self._seen().items():
+            module = self._tensors[n].module
             out.append(_export.TensorReport(
                 name=n, options=opts, results=[c.compute(**o.compute_kwargs()) for o in opts],
                 spec=(c.layout, c.bins, *c.range), stats=c.stats, range=c.policy,
-                sources=[f"input of {type(t.module).__name__} '{n}' ({t.calls} calls)"]))
+                sources=[f"input of {type(module).__name__} '{n}' ({calls} calls)"]))
         return out
 
     def json_text(self, methods: str | Sequence[str] = "entropy", **options: Any) -> str:
         """The ``klcal-calibration 1`` JSON document (docs/cli.md) of every module."""
         reports = self.reports(methods, **options)
         names = []
-        for d in sorted({t.calibrator.device for t in self._seen().values()}):
+        for d in sorted({c.device for c, _ in self._seen().values()}):
             # As the klcal tool says it: "cpu", or "gpu (<device name>)".
             names.append("cpu" if d == "cpu" else
                          f"gpu ({torch.cuda.get_device_name(torch.device(d))})")
         return _export.json_text(reports, device=", ".join(names))
 
     def write_json(self, path: str, methods: str | Sequence[str] = "entropy", *,
-                   force: bool = False, **options: Any) -> None:
-        """Writes the JSON document atomically (``FileExistsError`` unless ``force``)."""
-        _export.write_text(path, self.json_text(methods, **options), force=force)
+                   force: bool = False, all_ranks: bool = False, **options: Any) -> None:
+        """Writes the JSON document atomically (``FileExistsError`` unless ``force``).
+        Data-parallel: only rank 0 of the group writes unless ``all_ranks``."""
+        text = self.json_text(methods, **options)
+        if self._writes(all_ranks):
+            _export.write_text(path, text, force=force)
 
 
 def calibrate(model: nn.Module, loop: Callable[[], Any], method: str = "entropy", *,
               types: Sequence[type] | type | None = None, names: str | None = None,
               exclude: str | None = None, bins: int = 2048,
-              range: str | tuple[float, float] = "two-pass", **options: Any) -> dict[str, float]:
+              range: str | tuple[float, float] = "two-pass", distributed: bool | None = None,
+              group: Any = None, **options: Any) -> dict[str, float]:
     """Runs ``loop()`` once per pass with hooks attached and returns ``{name: amax}``.
 
     ``loop`` runs the user's calibration data through ``model`` (it is called twice for
-    ``range="two-pass"``, so it must see the same data each time).
+    ``range="two-pass"``, so it must see the same data each time). Under torch.distributed
+    (``distributed``, ``group``: as for :class:`ModelCalibrator`) each rank's ``loop`` runs its
+    own shard and every rank returns the amaxes of all ranks' data.
     """
     cal = ModelCalibrator(model, types=types, names=names, exclude=exclude, bins=bins,
-                          range=range)
+                          range=range, distributed=distributed, group=group)
     with torch.no_grad():
         for _ in cal.passes():
             loop()
@@ -383,7 +494,9 @@ class HistogramCalibrator:
         if not 0 <= percentile <= 100:
             raise ValueError("Invalid percentile. Must be in range 0 <= percentile <= 100.")
         if self._empty:
-            return None
+            s = self._calibrator.stats  # data may have come by klcal.distributed.all_reduce
+            if s.finite_count + s.nan_count + s.inf_count == 0:
+                return None
         kw: dict[str, Any] = {"bits": self._num_bits, "unsigned": self._unsigned}
         if method in ("entropy", "mse"):
             kw.update(start_bin=start_bin, stride=stride)

@@ -10,6 +10,7 @@ import importlib
 import os
 import pathlib
 import shutil
+import socket
 
 import pytest
 
@@ -32,6 +33,22 @@ def optional_module(name):
         if _required(name.split(".")[0]):
             pytest.fail(f"{name} is installed by .ci/run but cannot be imported: {e}")
         pytest.skip(f"{name} not installed", allow_module_level=True)
+
+
+def free_port():
+    """A free TCP port on 127.0.0.1 (the rendezvous of local torch.distributed processes)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_gloo(rank, world_size, port):
+    """In a spawned test process: join the local gloo group of ``world_size`` ranks."""
+    import torch.distributed as dist
+
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 to one process over all the data, bit for bit; mismatches fail on every rank."""
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import optional_module
+from conftest import free_port, init_gloo, optional_module
 
 try:
     import torch.distributed as dist
@@ -68,9 +67,7 @@ def _same_result(a, b):
 
 
 def _worker(rank, port, errfile):
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=RANKS)
+    init_gloo(rank, RANKS, port)
     failures = []
     try:
         for seed in (1,):
@@ -124,29 +121,30 @@ def _worker(rank, port, errfile):
             f.write("\n".join(failures))
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_four_gloo_ranks_equal_one_process():
     optional_module("torch")
     with tempfile.TemporaryDirectory() as d:
         errfile = os.path.join(d, "failures")
-        mp.spawn(_worker, args=(_free_port(), errfile), nprocs=RANKS, join=True)
+        mp.spawn(_worker, args=(free_port(), errfile), nprocs=RANKS, join=True)
         found = [open(os.path.join(d, f)).read() for f in sorted(os.listdir(d))]
         assert found == [], "\n".join(found)
 
 
-def test_torchrun_example():
+def test_torchrun_example(tmp_path):
     optional_module("torch")
     example = Path(__file__).resolve().parents[1] / "examples" / "torchrun_calibrate.py"
+    cache = tmp_path / "model.cache"
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                          "--nproc_per_node=4", str(example)],
+                          "--nproc_per_node=4", str(example), str(cache)],
                          capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "all-reduced equals one process: yes" in out.stdout
+    assert out.stdout.count("layer ") == 3  # printed by rank 0 only
+    # written once, by rank 0: the header and one line per Linear layer
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.cache"]
+    lines = cache.read_text().splitlines()
+    assert lines[0] == "TRT-8601-EntropyCalibration2" and [x.split(":")[0] for x in lines[1:]] == [
+        "0", "2", "4"]
 
 
 def test_not_initialized_is_a_clear_error():
