@@ -151,7 +151,8 @@ def _result(r: Any) -> str:
     return (f'"amax": {_num(r.amax)}, "scale": {_num(r.scale)}, '
             f'"scale_hex": {_str(scale_hex(r.scale))}, "zero_point": 0, "index": {int(r.index)}, '
             f'"score": {_num(r.score)}, "clipped_fraction": {_num(r.clipped_fraction)}, '
-            f'"degenerate": {"true" if r.degenerate else "false"}')
+            f'"degenerate": {"true" if r.degenerate else "false"}, '
+            f'"zero_scale": {"true" if r.scale == 0.0 else "false"}')
 
 
 def json_text(tensors: Sequence[TensorReport], device: str = "cpu") -> str:
