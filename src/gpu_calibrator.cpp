@@ -135,7 +135,7 @@ int calibrator::deallocate(void* p, std::size_t bytes, cudaStream_t stream) noex
 void calibrator::release() noexcept {
   if (d_counts_ == nullptr && d_stats_ == nullptr && d_scratch_ == nullptr) return;
   // Stream-ordered frees on the owning stream, on the calibrator's device; no synchronization.
-  const device_guard g(device_);
+  const device_guard g(device_, std::nothrow);
   (void)deallocate(d_counts_, static_cast<std::size_t>(range_.spec.bins) * sizeof(std::uint64_t),
                    stream_);
   (void)deallocate(d_stats_, stats_block_bytes, stream_);

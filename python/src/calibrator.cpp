@@ -61,25 +61,7 @@ void check_cuda(cudaError_t e, const char* what) {
                 std::string("klcal.Calibrator: ") + what + ": " + detail::cuda_error_text(e));
 }
 
-class device_guard {
- public:
-  explicit device_guard(int device) {
-    check_cuda(cudaGetDevice(&previous_), "cudaGetDevice");
-    if (previous_ != device) {
-      check_cuda(cudaSetDevice(device), "cudaSetDevice");
-      restore_ = true;
-    }
-  }
-  ~device_guard() {
-    if (restore_) (void)cudaSetDevice(previous_);
-  }
-  device_guard(const device_guard&) = delete;
-  device_guard& operator=(const device_guard&) = delete;
-
- private:
-  int previous_ = 0;
-  bool restore_ = false;
-};
+using detail::device_guard;
 #endif
 
 // ---- construction ----------------------------------------------------------------------------
@@ -384,13 +366,10 @@ gpu_calibrator::gpu_calibrator(calibrator c, int dev) : cal(std::move(c)), devic
 
 gpu_calibrator::~gpu_calibrator() {
   // Frees are stream-ordered on the owning stream: order it after the latest work first.
-  int previous = 0;
-  const bool switched = cudaGetDevice(&previous) == cudaSuccess && previous != device &&
-                        cudaSetDevice(device) == cudaSuccess;
+  const device_guard guard(device, std::nothrow);
   if (last != cal.stream() && cudaEventRecord(event, last) == cudaSuccess)
     (void)cudaStreamWaitEvent(cal.stream(), event, 0);
   (void)cudaEventDestroy(event);
-  if (switched) (void)cudaSetDevice(previous);
 }
 
 void gpu_calibrator::use(cudaStream_t s) {

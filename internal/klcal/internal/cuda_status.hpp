@@ -4,6 +4,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <new>
 #include <string>
 
 #include "klcal/status.hpp"
@@ -32,9 +33,19 @@ inline std::string describe(status s) {
 }
 
 /// Makes `device` current for its lifetime and restores the previous one (no-op when equal).
+/// A failing cudaGetDevice/cudaSetDevice throws klcal::error (errc::cuda_error, the CUDA error
+/// kept), so no operation ever runs on the wrong device; the std::nothrow form is for
+/// destructors and release paths, where it does its best and never throws.
 class device_guard {
  public:
-  explicit device_guard(int device) noexcept {
+  explicit device_guard(int device) {
+    check(cudaGetDevice(&previous_), "cudaGetDevice");
+    if (previous_ != device) {
+      check(cudaSetDevice(device), "cudaSetDevice(" + std::to_string(device) + ")");
+      restore_ = true;
+    }
+  }
+  device_guard(int device, const std::nothrow_t& /*unused*/) noexcept {
     if (cudaGetDevice(&previous_) == cudaSuccess && previous_ != device &&
         cudaSetDevice(device) == cudaSuccess) {
       restore_ = true;
@@ -47,6 +58,9 @@ class device_guard {
   device_guard& operator=(const device_guard&) = delete;
 
  private:
+  static void check(cudaError_t e, const std::string& what) {
+    if (e != cudaSuccess) throw error(from_cuda(e), what + ": " + cuda_error_text(e));
+  }
   int previous_ = 0;
   bool restore_ = false;
 };
