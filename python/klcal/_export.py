@@ -1,7 +1,8 @@
 """Output files of the Python integrations: TensorRT calibration cache and the klcal JSON document.
 
-One writer for ``klcal.torch`` and ``klcal.onnx``. The text is the same as the ``klcal`` command
-line tool writes for the same tensors (docs/cli.md, docs/numerics.md section 7): the cache header
+One writer for ``klcal.torch`` and ``klcal.onnx``. The cache text, scale hex and JSON numbers and
+strings come from the library's own writers (``klcal._klcal.format_cache``, ``json_number``,
+``json_string``), so the text is the same as the ``klcal`` command line tool writes for the same tensors (docs/cli.md, docs/numerics.md section 7): the cache header
 ``TRT-<version>-<algorithm>`` and ``<name>: <hex>`` lines, and the ``"klcal-calibration 1"`` JSON
 with numbers printed as ``%.17g`` and non-finite numbers as ``null``. Files are replaced
 atomically (a temporary file in the same directory renamed over the target), so a reader never
@@ -10,13 +11,12 @@ sees a half-written file, and an existing file is only replaced when the caller 
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import struct
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable, Iterable, Mapping, Sequence
+
+from . import _klcal
 
 __all__ = [
     "SearchOptions",
@@ -96,7 +96,7 @@ def with_context(err: Exception, what: str) -> Exception:
 
 def scale_hex(scale: float) -> str:
     """Lowercase hex of the fp32 bit pattern of ``scale``, no padding (1/127 -> ``3c010204``)."""
-    return format(struct.unpack("<I", struct.pack("<f", scale))[0], "x")
+    return _klcal.scale_hex(scale)
 
 
 def cache_algorithm(method: str) -> str:
@@ -117,22 +117,21 @@ def _check_version(version: str) -> str:
 def cache_text(scales: Iterable[tuple[str, float]], method: str = "entropy",
                trt_version: str = "8601") -> str:
     """The TensorRT calibration cache for ``(name, scale)`` pairs, in the order given."""
-    lines = [f"TRT-{_check_version(trt_version)}-{cache_algorithm(method)}"]
+    version = _check_version(trt_version)
+    entries = []
     for name, scale in scales:
         if "\n" in name or "\r" in name:
             raise ValueError(f"tensor name {name!r}: a cache line cannot hold a line break")
-        lines.append(f"{name}: {scale_hex(scale)}")
-    return "\n".join(lines) + "\n"
+        entries.append((name, scale))
+    return _klcal.format_cache(entries, version, cache_algorithm(method))
 
 
 def _num(v: float) -> str:
-    v = float(v)
-    return "%.17g" % v if math.isfinite(v) else "null"
+    return _klcal.json_number(float(v))
 
 
 def _str(s: str) -> str:
-    # The CLI escapes ", \ and control characters and writes other bytes as they are.
-    return json.dumps(s, ensure_ascii=False)
+    return _klcal.json_string(s)
 
 
 def _params(o: SearchOptions, bins: int, range_: str) -> str:

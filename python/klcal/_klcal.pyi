@@ -253,6 +253,26 @@ def load_states(data: bytes, *, device: str = 'cpu', threads: int = 0) -> list[t
 
 built_with_cuda: bool
 
+def format_cache(entries: Sequence[tuple[str, float]], version: str, algorithm: str) -> str:
+    """
+    The TensorRT calibration cache text: header TRT-<version>-<algorithm>, then one '<name>: <hex of the fp32 scale>' line per entry, in order (docs/numerics.md 7).
+    """
+
+def scale_hex(scale: float) -> str:
+    """
+    Lowercase hex of the fp32 bit pattern of scale, no padding (1/127 -> '3c010204').
+    """
+
+def json_number(value: float) -> str:
+    """
+    A number as the klcal tool writes it in JSON: %.17g, null for NaN and +-Inf.
+    """
+
+def json_string(text: str) -> str:
+    """
+    A JSON string as the klcal tool writes it (quotes included; ", \\ and control characters escaped).
+    """
+
 def cuda_available() -> bool:
     """
     True when this klcal was built with its CUDA kernels and a CUDA device is visible (klcal.built_with_cuda says whether the kernels were built).
