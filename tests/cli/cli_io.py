@@ -2,7 +2,6 @@
 """End-to-end tests of what the klcal tool reads and writes: atomic outputs (disk full, file size
 limit), output/input collisions, non-regular inputs, duplicate inputs, tensor names, zero-scale
 warnings, --names, natural order and --recursive."""
-import argparse
 import json
 import os
 import resource
@@ -11,7 +10,6 @@ import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import zipfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -567,22 +565,5 @@ def case_percentiles(work):
     expect_error(["calibrate", "-q", "--percentile", "99.9,,99", d], 2, "--percentile '': not a")
 
 
-CASES = {n[5:]: f for n, f in globals().items() if n.startswith("case_")}
-
-
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--klcal", required=True)
-    ap.add_argument("case", choices=sorted(CASES))
-    a = ap.parse_args()
-    e2e.KLCAL = os.path.abspath(a.klcal)
-    work = tempfile.mkdtemp(prefix="klcal-io-")
-    try:
-        CASES[a.case](work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    print(f"{a.case}: passed")
-
-
 if __name__ == "__main__":
-    main()
+    e2e.main_for(globals(), "klcal-io-")

@@ -1,13 +1,10 @@
 #!/usr/bin/env python3
 """End-to-end tests of saved histograms: calibrate --save-histograms, search, merge, inspect of
 state files, per-tensor failures (exit 3) and check --json over every method."""
-import argparse
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cli_e2e as base  # noqa: E402  (run, require, SKIP; exits 77 without numpy)
@@ -332,25 +329,5 @@ def case_gpu(work):
     return 0
 
 
-CASES = {n[5:]: f for n, f in globals().items() if n.startswith("case_")}
-
-
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--klcal", required=True)
-    ap.add_argument("case", choices=sorted(CASES))
-    a = ap.parse_args()
-    base.KLCAL = os.path.abspath(a.klcal)
-    work = tempfile.mkdtemp(prefix="klcal-state-e2e-")
-    try:
-        rc = CASES[a.case](work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    if rc == base.SKIP:
-        print(f"{a.case}: skipped")
-        sys.exit(base.SKIP)
-    print(f"{a.case}: passed")
-
-
 if __name__ == "__main__":
-    main()
+    base.main_for(globals(), "klcal-state-e2e-")
