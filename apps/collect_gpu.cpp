@@ -15,12 +15,6 @@
 namespace klcal::cli {
 namespace {
 
-void cuda_check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) {
-    throw error(detail::from_cuda(e), std::string(what) + ": " + detail::cuda_error_text(e));
-  }
-}
-
 // Double buffering: slot k has a pinned host buffer, a device buffer and an event recorded
 // after the work that reads them (upload and binning). A chunk is copied from the reader (often
 // a memory-mapped file, so this copy is where the disk is read) into the pinned buffer of the
@@ -29,10 +23,12 @@ void cuda_check(cudaError_t e, const char* what) {
 class gpu_collector final : public state_collector {
  public:
   explicit gpu_collector(int device) {
-    cuda_check(cudaSetDevice(device), "cudaSetDevice");
-    cuda_check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+    detail::throw_on_cuda_error(cudaSetDevice(device), "cudaSetDevice");
+    detail::throw_on_cuda_error(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking),
+                                "cudaStreamCreate");
     for (auto& ev : done_) {
-      cuda_check(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming), "cudaEventCreate");
+      detail::throw_on_cuda_error(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming),
+                                  "cudaEventCreate");
     }
     cudaDeviceProp prop{};
     if (cudaGetDeviceProperties(&prop, device) == cudaSuccess) name_ = prop.name;
@@ -59,13 +55,13 @@ class gpu_collector final : public state_collector {
   void add_range(const formats::chunk& c) override {
     const void* d = stage(c);
     cal_->add_range(d, c.n, c.type, stream_);
-    cuda_check(cudaEventRecord(done_[slot_], stream_), "cudaEventRecord");
+    detail::throw_on_cuda_error(cudaEventRecord(done_[slot_], stream_), "cudaEventRecord");
   }
   void end_range_pass() override { cal_->end_range_pass(stream_); }
   void add(const formats::chunk& c) override {
     const void* d = stage(c);
     cal_->add(d, c.n, c.type, stream_);
-    cuda_check(cudaEventRecord(done_[slot_], stream_), "cudaEventRecord");
+    detail::throw_on_cuda_error(cudaEventRecord(done_[slot_], stream_), "cudaEventRecord");
   }
   calibrator_state finish() override { return cal_->state(stream_); }
 
@@ -75,20 +71,20 @@ class gpu_collector final : public state_collector {
     const std::size_t bytes = std::size_t(c.n) * dtype_size(c.type);
     slot_ ^= 1;
     if (bytes > capacity_) {
-      cuda_check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+      detail::throw_on_cuda_error(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
       release_buffers();
       for (int k = 0; k < 2; ++k) {
-        cuda_check(cudaMallocHost(&pinned_[k], bytes), "cudaMallocHost");
-        cuda_check(cudaMalloc(&device_[k], bytes), "cudaMalloc");
+        detail::throw_on_cuda_error(cudaMallocHost(&pinned_[k], bytes), "cudaMallocHost");
+        detail::throw_on_cuda_error(cudaMalloc(&device_[k], bytes), "cudaMalloc");
       }
       capacity_ = bytes;
     } else {
       // The slot's previous upload and binning must be done before its buffers are reused.
-      cuda_check(cudaEventSynchronize(done_[slot_]), "cudaEventSynchronize");
+      detail::throw_on_cuda_error(cudaEventSynchronize(done_[slot_]), "cudaEventSynchronize");
     }
     if (bytes == 0) return device_[slot_];
     std::memcpy(pinned_[slot_], c.data, bytes);
-    cuda_check(
+    detail::throw_on_cuda_error(
         cudaMemcpyAsync(device_[slot_], pinned_[slot_], bytes, cudaMemcpyHostToDevice, stream_),
         "cudaMemcpyAsync(chunk)");
     return device_[slot_];

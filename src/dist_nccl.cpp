@@ -31,10 +31,7 @@ void check_nccl(ncclResult_t r, const char* what) {
 }
 
 void check_cuda(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) {
-    throw error(detail::from_cuda(e),
-                std::string("klcal::nccl: ") + what + ": " + detail::cuda_error_text(e));
-  }
+  detail::throw_on_cuda_error(e, std::string("klcal::nccl: ") + what);
 }
 
 /// Stream-ordered device memory freed on the stream when it goes out of scope.

@@ -22,8 +22,7 @@ using detail::check;
 using detail::fail;
 
 void check_cuda(cudaError_t e, const char* what) {
-  if (e != cudaSuccess)
-    throw error(detail::from_cuda(e), who + ": " + what + ": " + detail::cuda_error_text(e));
+  detail::throw_on_cuda_error(e, who + ": " + what);
 }
 
 calibrator_state empty_state(const detail::range_state& r) {

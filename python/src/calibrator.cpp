@@ -56,9 +56,7 @@ struct py_result {
 
 #if KLCAL_WITH_CUDA
 void check_cuda(cudaError_t e, const char* what) {
-  if (e != cudaSuccess)
-    throw error(detail::from_cuda(e),
-                std::string("klcal.Calibrator: ") + what + ": " + detail::cuda_error_text(e));
+  detail::throw_on_cuda_error(e, std::string("klcal.Calibrator: ") + what);
 }
 
 using detail::device_guard;

@@ -25,6 +25,12 @@ inline std::string cuda_error_text(int e) {
   return std::string(cudaGetErrorName(c)) + ": " + cudaGetErrorString(c);
 }
 
+/// Throws klcal::error(from_cuda(e)) with "<what>: <cuda_error_text>" when `e` failed: the one
+/// cudaError_t-to-exception step of the owning layers (calibrator, NCCL, tool, Python binding).
+inline void throw_on_cuda_error(cudaError_t e, const std::string& what) {
+  if (e != cudaSuccess) throw error(from_cuda(e), what + ": " + cuda_error_text(e));
+}
+
 /// A status as text, with the CUDA error's name and description when it carries one.
 inline std::string describe(status s) {
   std::string out = to_string(s.code);
@@ -39,9 +45,9 @@ inline std::string describe(status s) {
 class device_guard {
  public:
   explicit device_guard(int device) {
-    check(cudaGetDevice(&previous_), "cudaGetDevice");
+    throw_on_cuda_error(cudaGetDevice(&previous_), "cudaGetDevice");
     if (previous_ != device) {
-      check(cudaSetDevice(device), "cudaSetDevice(" + std::to_string(device) + ")");
+      throw_on_cuda_error(cudaSetDevice(device), "cudaSetDevice(" + std::to_string(device) + ")");
       restore_ = true;
     }
   }
@@ -58,9 +64,6 @@ class device_guard {
   device_guard& operator=(const device_guard&) = delete;
 
  private:
-  static void check(cudaError_t e, const std::string& what) {
-    if (e != cudaSuccess) throw error(from_cuda(e), what + ": " + cuda_error_text(e));
-  }
   int previous_ = 0;
   bool restore_ = false;
 };
